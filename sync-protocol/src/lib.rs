@@ -1,0 +1,58 @@
+//! # tsunagi-sync
+//!
+//! Everything a phone and the server must agree on, in one crate that builds for a phone (no
+//! actix, no diesel, no async runtime in its core):
+//!
+//! - [`ids`]: identifiers that parse — [`ids::CaseId`], [`ids::StaffId`], [`ids::DeviceId`],
+//!   [`ids::CaseNumber`], [`ids::FiscalYear`], [`ids::MunicipalityCode`].
+//! - [`domain`]: every closed list of the domain as an enum with its Japanese label, and the
+//!   referral catalogue as data.
+//! - [`document`]: the case document (one Automerge document per case), its schema, and
+//!   [`document::CaseView`], a typed read that reports conflicts instead of hiding them.
+//! - [`ops`]: the field operations a phone performs — open a case, log a visit, amend a
+//!   narrative, void an activity — each producing one valid Automerge change.
+//! - [`validation`]: given a document before and after some changes and who is acting, accept
+//!   or refuse with a list of [`validation::Violation`]s. Phone and server run the same code.
+//! - [`actor`]: actor ids (device id + suffix) and the authorship check.
+//! - [`wire`]: the request and response of `POST /v1/sync`, in CBOR or JSON.
+//! - [`store`]: the phone's local replica store, crash-safe.
+//!
+//! ## Example: two phones, offline, on one case
+//!
+//! ```
+//! use tsunagi_sync::ids::{DeviceId, MunicipalityCode, StaffId};
+//! use tsunagi_sync::ops::{CaseReplica, NewCase, NewActivity, ActivityDetails};
+//! use tsunagi_sync::domain::{Place, VisitOutcome};
+//! use chrono::{NaiveDate, TimeZone, FixedOffset};
+//!
+//! let jst = FixedOffset::east_opt(9 * 3600).unwrap();
+//! let (sato, sato_phone) = (StaffId::new_random(), DeviceId::new_random());
+//! let (ito, ito_phone) = (StaffId::new_random(), DeviceId::new_random());
+//! let mut a = CaseReplica::open(NewCase {
+//!     municipality: MunicipalityCode::parse("122203").unwrap(),
+//!     opened_on: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+//!     ..NewCase::minimal(sato, sato_phone)
+//! }).unwrap();
+//! let mut b = CaseReplica::load(&a.save(), ito, ito_phone).unwrap();
+//! let visit = |at| NewActivity::new(
+//!     jst.with_ymd_and_hms(2026, 11, 4, at, 0, 0).unwrap(),
+//!     Place::Home,
+//!     ActivityDetails::Visit { outcome: VisitOutcome::NotHome, met_person_ids: vec![], letter_left: true },
+//! );
+//! a.log_activity(visit(10).with_narrative("不在。玄関に手紙を残した。")).unwrap();
+//! b.log_activity(visit(15)).unwrap();
+//! a.merge(&mut b).unwrap();
+//! b.merge(&mut a).unwrap();
+//! assert_eq!(a.view().unwrap().activities.len(), 2);
+//! assert_eq!(a.heads(), b.heads());
+//! ```
+#![warn(missing_docs)]
+
+pub mod actor;
+pub mod document;
+pub mod domain;
+pub mod ids;
+pub mod ops;
+pub mod store;
+pub mod validation;
+pub mod wire;

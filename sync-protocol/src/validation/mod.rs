@@ -1,0 +1,3 @@
+//! Validation shared by phone and server.
+mod violation;
+pub use violation::{Violation, ViolationCode};
