@@ -1,1 +1,447 @@
-//! (in progress)
+//! The phone's local replica store: one file per case, an index, and nothing ever half-written.
+//!
+//! A phone keeps an Automerge replica of each case it is assigned, works on them offline, and
+//! syncs them with the server. [`ReplicaStore`] keeps those replicas on disk.
+//!
+//! # Layout
+//!
+//! ```text
+//! <dir>/                      mode 0700
+//!   lock                      empty; held with an exclusive advisory lock while the store is open
+//!   index.json                the index (below), pretty JSON
+//!   cases/                    mode 0700
+//!     <case-uuid>.automerge   AutoCommit::save() bytes of one case, mode 0600
+//! ```
+//!
+//! `index.json` looks like this (`"format": 1`; an index with another format is refused with
+//! [`StoreError::UnsupportedFormat`] and left untouched):
+//!
+//! ```json
+//! {
+//!   "format": 1,
+//!   "cursor": "b3BhcXVl",
+//!   "last_sync_at": "2026-11-04T18:02:11+09:00",
+//!   "cases": {
+//!     "0191e3c4-7d2a-4b8e-9f00-2c1d5e6f7a8b": {
+//!       "since": ["5f0c…(64 hex digits)"],
+//!       "case_number": "2026-0153",
+//!       "last_synced_at": "2026-11-04T18:02:11+09:00",
+//!       "refusal": null
+//!     }
+//!   }
+//! }
+//! ```
+//!
+//! # Crash safety
+//!
+//! Every write — a case file or the index — goes to `<name>.tmp` in the same directory
+//! (created fresh, mode 0600), is flushed with `sync_all()`, renamed over `<name>`, and then
+//! the directory itself is fsynced so the rename is durable. A crash at any moment leaves the
+//! previous complete file or the new complete file, never a mix; at worst a stray `*.tmp`
+//! (truncated or garbage), which [`ReplicaStore::open`] deletes. The last good state is never
+//! lost.
+//!
+//! **Ordering rule.** A case file is always written *before* the index entry that refers to
+//! it, and deleted *before* its index entry is removed:
+//!
+//! - Saving a case, then recording the heads the server sent (`since`), are two durable
+//!   writes in that order. A crash between them leaves the *older* `since` next to the newer
+//!   document, so the next sync sends again some changes the server already has — content
+//!   addressed, a duplicate is a no-op — and loses nothing. The reverse order could leave a
+//!   `since` naming changes the document does not hold, and the changes made after it would
+//!   never be sent. [`ReplicaStore::update_entry`] therefore refuses a case that was never
+//!   saved ([`StoreError::UnknownCase`]), and [`ReplicaStore::save_with_entry`] does both
+//!   writes in the right order.
+//! - A case file without an index entry (a crash while saving a case for the first time) is
+//!   adopted by [`ReplicaStore::open`] with an empty `since`: the next sync sends all of it.
+//! - An index entry without a case file (a crash in the middle of [`ReplicaStore::remove`])
+//!   is dropped by [`ReplicaStore::open`], completing the purge.
+//!
+//! # One writer
+//!
+//! [`ReplicaStore::open`] takes an exclusive advisory lock on `<dir>/lock`
+//! ([`std::fs::File::try_lock`]); a second open, from another process or this one, fails with
+//! [`StoreError::Locked`] until the first store is dropped. Within a process, writes take
+//! `&mut self`.
+//!
+//! # Personal data
+//!
+//! Case files hold personal data under statutory secrecy: no file is created with a mode
+//! broader than 0600 and the directories are 0700 (an existing store directory open to group
+//! or others is narrowed to 0700 when opened). Errors name files and case ids, never case
+//! content.
+//!
+//! # Example
+//!
+//! ```
+//! use automerge::{transaction::Transactable, AutoCommit, ROOT};
+//! use tsunagi_sync::ids::CaseId;
+//! use tsunagi_sync::store::ReplicaStore;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let case = CaseId::new_random();
+//! let mut doc = AutoCommit::new();
+//! doc.put(ROOT, "status", "open").unwrap();
+//!
+//! let mut store = ReplicaStore::open(dir.path().join("replica")).unwrap();
+//! store.save_doc(&case, &mut doc).unwrap();
+//! // After a sync round trip: the server's heads become `since`.
+//! let heads = doc.get_heads();
+//! store.update_entry(&case, |e| e.set_since(&heads)).unwrap();
+//! drop(store);
+//!
+//! let store = ReplicaStore::open(dir.path().join("replica")).unwrap();
+//! assert_eq!(store.case_ids(), vec![case]);
+//! assert_eq!(store.since(&case).unwrap(), heads);
+//! assert!(store.load_doc(&case).unwrap().is_some());
+//! ```
+
+mod error;
+mod fsio;
+mod index;
+
+use std::fmt;
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use automerge::{AutoCommit, ChangeHash};
+
+pub use error::{CaseFileError, StoreError};
+pub use index::{CaseEntry, Refusal, INDEX_FORMAT};
+
+use error::io_error;
+use index::Index;
+
+use crate::ids::CaseId;
+
+/// The name of the index file in the store directory.
+pub const INDEX_FILE: &str = "index.json";
+/// The name of the lock file in the store directory.
+pub const LOCK_FILE: &str = "lock";
+/// The name of the directory of case files in the store directory.
+pub const CASES_DIR: &str = "cases";
+/// The extension of a case file: `cases/<case-uuid>.automerge`.
+pub const CASE_EXTENSION: &str = "automerge";
+
+/// A phone's local replica store, open and locked. See the [module documentation](self).
+pub struct ReplicaStore {
+    dir: PathBuf,
+    cases_dir: PathBuf,
+    index_path: PathBuf,
+    index: Index,
+    /// Held for the lifetime of the store: the exclusive lock is released when it is closed.
+    lock: File,
+}
+
+impl fmt::Debug for ReplicaStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Deliberately shallow: no index content (refusal messages, case numbers) in logs.
+        f.debug_struct("ReplicaStore").field("dir", &self.dir).field("cases", &self.index.cases.len()).finish()
+    }
+}
+
+impl ReplicaStore {
+    /// Opens the store in `dir`, creating it (and `dir/cases`) if missing.
+    ///
+    /// In order: creates the directories (0700); takes the exclusive lock on `dir/lock`, or
+    /// fails with [`StoreError::Locked`]; deletes the temporary files a crash left behind;
+    /// loads `index.json` (a missing index is an empty one); reconciles the index with the case
+    /// files (see "Ordering rule" in the [module documentation](self)) and writes the index if
+    /// that changed it or it did not exist.
+    ///
+    /// A corrupt `index.json` is an error ([`StoreError::CorruptIndex`]), not a reason to start
+    /// afresh: it is left as it is for someone to look at.
+    pub fn open(dir: impl AsRef<Path>) -> Result<ReplicaStore, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        let cases_dir = dir.join(CASES_DIR);
+        let index_path = dir.join(INDEX_FILE);
+
+        fsio::ensure_private_dir(&dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = fsio::open_lock_file(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StoreError::Locked { dir, lock: lock_path }),
+            Err(TryLockError::Error(e)) => return Err(io_error("lock", lock_path, e)),
+        }
+        // From here on we are the only writer.
+        fsio::ensure_private_dir(&cases_dir)?;
+        // Only our own temporaries: `index.json.tmp` here, any `*.tmp` in `cases/` (ours alone).
+        fsio::remove_durably(&dir.join(format!("{INDEX_FILE}{}", fsio::TMP_SUFFIX)), &dir)?;
+        fsio::remove_temporaries(&cases_dir)?;
+
+        let (mut index, mut dirty) = match fsio::read_if_exists(&index_path)? {
+            Some(bytes) => (Index::parse(&index_path, &bytes)?, false),
+            None => (Index::default(), true),
+        };
+
+        // Reconcile with the case files on disk.
+        let on_disk = list_case_files(&cases_dir)?;
+        for case in &on_disk {
+            if !index.cases.contains_key(case) {
+                // Saved, then a crash before its index entry: adopt it, never synced.
+                index.cases.insert(*case, CaseEntry::default());
+                dirty = true;
+            }
+        }
+        let before = index.cases.len();
+        // Entry without a file: a purge interrupted between its two steps; finish it.
+        index.cases.retain(|case, _| on_disk.contains(case));
+        dirty |= index.cases.len() != before;
+
+        let store = ReplicaStore { dir, cases_dir, index_path, index, lock };
+        if dirty {
+            store.write_index(&store.index)?;
+        }
+        Ok(store)
+    }
+
+    /// The store directory, as given to [`open`](Self::open).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every case the store holds, in id order.
+    pub fn case_ids(&self) -> Vec<CaseId> {
+        self.index.cases.keys().copied().collect()
+    }
+
+    /// Whether the store holds `case`.
+    pub fn contains(&self, case: &CaseId) -> bool {
+        self.index.cases.contains_key(case)
+    }
+
+    /// The path of the file of `case` (which may not exist).
+    pub fn case_path(&self, case: &CaseId) -> PathBuf {
+        self.cases_dir.join(format!("{case}.{CASE_EXTENSION}"))
+    }
+
+    /// The saved bytes of `case`, or `None` if the store does not hold it.
+    pub fn load(&self, case: &CaseId) -> Result<Option<Vec<u8>>, StoreError> {
+        fsio::read_if_exists(&self.case_path(case))
+    }
+
+    /// `case` loaded as an Automerge document, or `None` if the store does not hold it.
+    ///
+    /// A file that does not load (empty, truncated, garbage) is
+    /// [`StoreError::CorruptCase`]; the file is left as it is.
+    pub fn load_doc(&self, case: &CaseId) -> Result<Option<AutoCommit>, StoreError> {
+        let Some(bytes) = self.load(case)? else {
+            return Ok(None);
+        };
+        let corrupt = |source| StoreError::CorruptCase { case: *case, path: self.case_path(case), source };
+        if bytes.is_empty() {
+            // Automerge loads no bytes as an empty document; we never write an empty file.
+            return Err(corrupt(CaseFileError::Empty));
+        }
+        AutoCommit::load(&bytes).map(Some).map_err(|e| corrupt(CaseFileError::Automerge(Box::new(e))))
+    }
+
+    /// Replaces the stored document of `case` with `bytes` (the output of
+    /// `AutoCommit::save()`), atomically and durably. A case the store did not hold gets an
+    /// index entry (never synced), written after the case file.
+    ///
+    /// The bytes are not parsed here; pass what `save()` returned. Empty bytes are refused
+    /// ([`StoreError::EmptyDocument`]).
+    pub fn save(&mut self, case: &CaseId, bytes: &[u8]) -> Result<(), StoreError> {
+        self.save_with_entry(case, bytes, |_| {})
+    }
+
+    /// [`save`](Self::save)s `doc` (`doc.save()` compacts it first).
+    pub fn save_doc(&mut self, case: &CaseId, doc: &mut AutoCommit) -> Result<(), StoreError> {
+        let bytes = doc.save();
+        self.save(case, &bytes)
+    }
+
+    /// Saves `case` and then updates its index entry with `update`, in that order (see
+    /// "Ordering rule" in the [module documentation](self)): what a sync client does after a
+    /// round trip, with the server's heads as the new `since`.
+    ///
+    /// The case file is written first; the index is written only if the entry is new or
+    /// `update` changed it. If the second write fails, the case file is saved and the index
+    /// keeps the older entry, which is safe.
+    pub fn save_with_entry(
+        &mut self,
+        case: &CaseId,
+        bytes: &[u8],
+        update: impl FnOnce(&mut CaseEntry),
+    ) -> Result<(), StoreError> {
+        if bytes.is_empty() {
+            return Err(StoreError::EmptyDocument { case: *case });
+        }
+        fsio::write_atomic(&self.cases_dir, &format!("{case}.{CASE_EXTENSION}"), bytes)?;
+        let old = self.index.cases.get(case);
+        let mut entry = old.cloned().unwrap_or_default();
+        update(&mut entry);
+        if old != Some(&entry) {
+            self.commit_entry(case, entry)?;
+        }
+        Ok(())
+    }
+
+    /// The index entry of `case`, or `None` if the store does not hold it.
+    pub fn entry(&self, case: &CaseId) -> Option<&CaseEntry> {
+        self.index.cases.get(case)
+    }
+
+    /// The heads the server last sent for `case` (its `since`); empty for a case never synced
+    /// or not held.
+    ///
+    /// A `since` that is not a list of hex change hashes is [`StoreError::CorruptIndex`].
+    pub fn since(&self, case: &CaseId) -> Result<Vec<ChangeHash>, StoreError> {
+        let Some(entry) = self.index.cases.get(case) else {
+            return Ok(Vec::new());
+        };
+        entry.since_hashes().map_err(|e| StoreError::CorruptIndex {
+            path: self.index_path.clone(),
+            detail: format!("case {case}: `since` is not a list of change hashes ({e})"),
+        })
+    }
+
+    /// Changes the index entry of `case` with `update` and writes the index, atomically and
+    /// durably (nothing is written if `update` changes nothing).
+    ///
+    /// The case must have been saved first ([`StoreError::UnknownCase`] otherwise): an index
+    /// entry never refers to a case file that was not written before it. If the write fails,
+    /// the entry in memory is unchanged too.
+    pub fn update_entry(&mut self, case: &CaseId, update: impl FnOnce(&mut CaseEntry)) -> Result<(), StoreError> {
+        let Some(old) = self.index.cases.get(case) else {
+            return Err(StoreError::UnknownCase { case: *case });
+        };
+        let mut entry = old.clone();
+        update(&mut entry);
+        if &entry != old {
+            self.commit_entry(case, entry)?;
+        }
+        Ok(())
+    }
+
+    /// The opaque sync cursor the server last sent (base64 text), if any.
+    pub fn cursor(&self) -> Option<&str> {
+        self.index.cursor.as_deref()
+    }
+
+    /// When the last complete sync round ended (RFC 3339), if ever.
+    pub fn last_sync_at(&self) -> Option<&str> {
+        self.index.last_sync_at.as_deref()
+    }
+
+    /// Records the end of a sync round: the server's new cursor and when the round ended
+    /// (RFC 3339), in one durable write of the index. Record the cases of the round (their
+    /// files, then their entries) before calling this.
+    pub fn set_cursor(&mut self, cursor: Option<String>, last_sync_at: Option<String>) -> Result<(), StoreError> {
+        let mut next = self.index.clone();
+        next.cursor = cursor;
+        next.last_sync_at = last_sync_at;
+        if next != self.index {
+            self.write_index(&next)?;
+            self.index = next;
+        }
+        Ok(())
+    }
+
+    /// Purges `case`: deletes its file, durably, then its index entry, durably. Returns whether
+    /// the store held it. A crash between the two steps is finished by the next
+    /// [`open`](Self::open).
+    pub fn remove(&mut self, case: &CaseId) -> Result<bool, StoreError> {
+        let had_file = fsio::remove_durably(&self.case_path(case), &self.cases_dir)?;
+        let had_entry = self.index.cases.contains_key(case);
+        if had_entry {
+            let mut next = self.index.clone();
+            next.cases.remove(case);
+            self.write_index(&next)?;
+            self.index = next;
+        }
+        Ok(had_file || had_entry)
+    }
+
+    /// Wipes the store of a revoked device and closes it.
+    ///
+    /// Deletes every case file first (every file in `cases/`, case files and temporaries
+    /// alike), then the `cases/` directory, the index (and its temporary), and the lock file;
+    /// then **removes the store directory itself**. If the directory holds files the store did
+    /// not create, those are left where they are, and so is the directory — it then holds
+    /// only them, and no case data.
+    ///
+    /// Deletion unlinks files; it does not overwrite their blocks, which on flash storage and
+    /// copy-on-write file systems would not reach the old data anyway. Protection at rest is
+    /// the device's full-disk encryption.
+    pub fn wipe(self) -> Result<(), StoreError> {
+        // Case data first, so that an interrupted wipe has removed the personal data before
+        // anything else; a second wipe (or open + wipe) finishes the job.
+        if self.cases_dir.is_dir() {
+            for entry in fs::read_dir(&self.cases_dir).map_err(|e| io_error("list", &self.cases_dir, e))? {
+                let entry = entry.map_err(|e| io_error("list", &self.cases_dir, e))?;
+                let path = entry.path();
+                let file_type = entry.file_type().map_err(|e| io_error("read file type of", &path, e))?;
+                if file_type.is_dir() {
+                    fs::remove_dir_all(&path).map_err(|e| io_error("delete", &path, e))?;
+                } else {
+                    fsio::remove_if_exists(&path)?;
+                }
+            }
+            fsio::sync_dir(&self.cases_dir)?;
+            match fs::remove_dir(&self.cases_dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("delete directory", &self.cases_dir, e)),
+            }
+        }
+        fsio::remove_if_exists(&self.index_path)?;
+        fsio::remove_if_exists(&self.dir.join(format!("{INDEX_FILE}{}", fsio::TMP_SUFFIX)))?;
+        fsio::remove_if_exists(&self.dir.join(LOCK_FILE))?;
+        fsio::sync_dir(&self.dir)?;
+        let ReplicaStore { dir, lock, .. } = self;
+        drop(lock);
+        match fs::remove_dir(&dir) {
+            Ok(()) => {
+                let parent = match dir.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                fsio::sync_dir(parent)
+            }
+            // Files that are not ours remain; the store itself is gone.
+            Err(_) if dir.is_dir() && fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("delete directory", &dir, e)),
+        }
+    }
+
+    /// Writes `next` with `entry` for `case`, then adopts it in memory.
+    fn commit_entry(&mut self, case: &CaseId, entry: CaseEntry) -> Result<(), StoreError> {
+        let mut next = self.index.clone();
+        next.cases.insert(*case, entry);
+        self.write_index(&next)?;
+        self.index = next;
+        Ok(())
+    }
+
+    /// Writes `index` to `index.json`, atomically and durably.
+    fn write_index(&self, index: &Index) -> Result<(), StoreError> {
+        let bytes = index.to_bytes(&self.index_path)?;
+        fsio::write_atomic(&self.dir, INDEX_FILE, &bytes)
+    }
+}
+
+/// The cases that have a file `<case-uuid>.automerge` in `cases_dir`. Other names are ignored.
+fn list_case_files(cases_dir: &Path) -> Result<std::collections::BTreeSet<CaseId>, StoreError> {
+    let mut cases = std::collections::BTreeSet::new();
+    for entry in fs::read_dir(cases_dir).map_err(|e| io_error("list", cases_dir, e))? {
+        let entry = entry.map_err(|e| io_error("list", cases_dir, e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(CASE_EXTENSION)?.strip_suffix('.')) else {
+            continue;
+        };
+        let Ok(case) = CaseId::parse(stem) else {
+            continue;
+        };
+        if entry.file_type().map_err(|e| io_error("read file type of", entry.path(), e))?.is_file() {
+            cases.insert(case);
+        }
+    }
+    Ok(cases)
+}
+
+#[cfg(test)]
+mod tests;
