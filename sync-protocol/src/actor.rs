@@ -74,11 +74,7 @@ pub fn device_of_actor(actor: &ActorId) -> Option<DeviceId> {
 pub fn check_authorship(changes: &[Change], device: &DeviceId) -> Result<(), ActorError> {
     for (index, change) in changes.iter().enumerate() {
         if device_of_actor(change.actor_id()).as_ref() != Some(device) {
-            return Err(ActorError::ForeignActor {
-                index,
-                actor: change.actor_id().to_hex_string(),
-                device: *device,
-            });
+            return Err(ActorError::ForeignActor { index, actor: change.actor_id().to_hex_string(), device: *device });
         }
     }
     Ok(())

@@ -21,23 +21,24 @@
 //!
 //! ```
 //! use tsunagi_sync::ids::{DeviceId, MunicipalityCode, StaffId};
-//! use tsunagi_sync::ops::{CaseReplica, NewCase, NewActivity, ActivityDetails};
+//! use tsunagi_sync::ops::{CaseReplica, NewCase, NewActivity};
+//! use tsunagi_sync::document::ActivityDetails;
 //! use tsunagi_sync::domain::{Place, VisitOutcome};
+//! use tsunagi_sync::validation::Actor;
 //! use chrono::{NaiveDate, TimeZone, FixedOffset};
 //!
 //! let jst = FixedOffset::east_opt(9 * 3600).unwrap();
-//! let (sato, sato_phone) = (StaffId::new_random(), DeviceId::new_random());
-//! let (ito, ito_phone) = (StaffId::new_random(), DeviceId::new_random());
-//! let mut a = CaseReplica::open(NewCase {
-//!     municipality: MunicipalityCode::parse("122203").unwrap(),
-//!     opened_on: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
-//!     ..NewCase::minimal(sato, sato_phone)
-//! }).unwrap();
-//! let mut b = CaseReplica::load(&a.save(), ito, ito_phone).unwrap();
-//! let visit = |at| NewActivity::new(
-//!     jst.with_ymd_and_hms(2026, 11, 4, at, 0, 0).unwrap(),
+//! let sato = Actor::counsellor(StaffId::new_random(), DeviceId::new_random());
+//! let ito = Actor::counsellor(StaffId::new_random(), DeviceId::new_random());
+//! let nagareyama = MunicipalityCode::parse("122203").unwrap();
+//! let opened_on = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+//!
+//! let mut a = CaseReplica::open(NewCase::new(nagareyama, opened_on), sato).unwrap();
+//! let mut b = CaseReplica::load(&a.save(), ito).unwrap();
+//! let visit = |hour| NewActivity::new(
+//!     jst.with_ymd_and_hms(2026, 11, 4, hour, 0, 0).unwrap(),
 //!     Place::Home,
-//!     ActivityDetails::Visit { outcome: VisitOutcome::NotHome, met_person_ids: vec![], letter_left: true },
+//!     ActivityDetails::Visit { outcome: VisitOutcome::NotHome, met_person_ids: Default::default(), letter_left: true },
 //! );
 //! a.log_activity(visit(10).with_narrative("不在。玄関に手紙を残した。")).unwrap();
 //! b.log_activity(visit(15)).unwrap();

@@ -1,3 +1,108 @@
 //! Validation shared by phone and server.
+//!
+//! Given a case document, the heads it had **before** some changes were applied, and who is
+//! acting, [`validate_update`] accepts the result or refuses it with every [`Violation`]:
+//!
+//! 1. **Schema** of the result ([`crate::document::read_case`]): types, enums, dates, ids,
+//!    required fields per activity kind, sizes, no unknown fields, no duplicated containers.
+//! 2. **Permissions on what changed**: the patches between the old and the new heads are
+//!    checked against the acting role — nobody deletes an activity or a household member
+//!    (void instead), nobody re-creates a container, a counsellor amends only activities they
+//!    recorded, a new activity's `recorded_by`/`device_id` are the actor's own, only the
+//!    server sets `case_number`, only supervisors add reviews or assign, a meeting tablet and
+//!    an administrator write nothing.
+//!
+//! Authorship of the raw changes (the actor id must be the uploading device's) is checked
+//! before anything is applied: [`crate::actor::check_authorship`]; [`apply_and_validate`]
+//! does both.
+mod permissions;
 mod violation;
+
+use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+
+pub use permissions::validate_update;
 pub use violation::{Violation, ViolationCode};
+
+use crate::domain::Role;
+use crate::ids::{DeviceId, StaffId};
+
+/// A staff member acting through one of their devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    /// Who.
+    pub staff: StaffId,
+    /// Through which registered device.
+    pub device: DeviceId,
+    /// In which role.
+    pub role: Role,
+}
+
+impl Actor {
+    /// A counsellor on a device.
+    pub fn counsellor(staff: StaffId, device: DeviceId) -> Self {
+        Self { staff, device, role: Role::Counsellor }
+    }
+
+    /// A supervisor on a device.
+    pub fn supervisor(staff: StaffId, device: DeviceId) -> Self {
+        Self { staff, device, role: Role::Supervisor }
+    }
+}
+
+/// Who is responsible for a set of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acting {
+    /// Changes uploaded from a device (or written by the server on a staff member's behalf).
+    Staff(Actor),
+    /// The server itself, e.g. assigning the case number.
+    Server,
+}
+
+/// Why [`apply_and_validate`] refused a batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// A change does not decode.
+    #[error("change {index} is not a valid Automerge change: {reason}")]
+    Corrupt {
+        /// Position in the batch.
+        index: usize,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The batch depends on changes the document does not have.
+    #[error("the changes depend on {} change(s) this document does not have", .0.len())]
+    MissingDependencies(Vec<ChangeHash>),
+    /// The changes, or their result, broke the rules.
+    #[error("{} violation(s), first: {}", .0.len(), .0.first().map(|v| v.to_string()).unwrap_or_default())]
+    Refused(Vec<Violation>),
+}
+
+/// Decodes raw change bytes, checks they are authored by the acting device, applies them to a
+/// copy of `doc` and validates the result. On success returns the new document and its view;
+/// `doc` itself is never modified.
+pub fn apply_and_validate(
+    doc: &Automerge,
+    raw_changes: &[Vec<u8>],
+    acting: &Acting,
+) -> Result<(Automerge, crate::document::CaseView), BatchError> {
+    let mut changes = Vec::with_capacity(raw_changes.len());
+    for (index, bytes) in raw_changes.iter().enumerate() {
+        let change =
+            Change::from_bytes(bytes.clone()).map_err(|e| BatchError::Corrupt { index, reason: e.to_string() })?;
+        changes.push(change);
+    }
+    if let Acting::Staff(actor) = acting {
+        if let Err(e) = crate::actor::check_authorship(&changes, &actor.device) {
+            return Err(BatchError::Refused(vec![Violation::new(ViolationCode::ForeignActor, "/", e.to_string())]));
+        }
+    }
+    let before = doc.get_heads();
+    let mut after = doc.clone();
+    after.apply_changes(changes).map_err(|e| BatchError::Corrupt { index: 0, reason: e.to_string() })?;
+    let missing = after.get_missing_deps(&[]);
+    if !missing.is_empty() {
+        return Err(BatchError::MissingDependencies(missing));
+    }
+    let view = validate_update(&after, &before, acting).map_err(BatchError::Refused)?;
+    Ok((after, view))
+}

@@ -1,0 +1,223 @@
+//! Unit tests of the field operations: input checks, and that the validator accepts what
+//! the operations write.
+
+use super::*;
+use crate::domain::{ConsultationMode, ConsultationTopic, ContactChannel, ContactOutcome, LetterItem, LetterPlace};
+use crate::ids::DeviceId;
+use crate::validation::{validate_update, Acting};
+use chrono::TimeZone;
+
+fn jst(day: u32, hour: u32) -> DateTime<FixedOffset> {
+    FixedOffset::east_opt(9 * 3600).unwrap().with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+}
+
+fn counsellor() -> Actor {
+    Actor::counsellor(StaffId::new_random(), DeviceId::new_random())
+}
+
+fn new_case() -> NewCase {
+    let mut case =
+        NewCase::new(MunicipalityCode::parse("122203").unwrap(), NaiveDate::from_ymd_opt(2026, 11, 2).unwrap());
+    let mut mother = NewPerson::new("山田 花子");
+    mother.is_subject = true;
+    mother.relation = Some(Relation::Subject);
+    mother.concerns = vec![ConcernTag::Poverty];
+    case.household.push(mother);
+    let mut son = NewPerson::new("山田 太郎");
+    son.relation = Some(Relation::Son);
+    son.concerns = vec![ConcernTag::YoungCarer];
+    case.household.push(son);
+    case
+}
+
+/// Applies `op` to the replica and checks the validator accepts exactly that change.
+fn accepted<T>(replica: &mut CaseReplica, op: impl FnOnce(&mut CaseReplica) -> Result<T, OpError>) -> T {
+    let before = replica.heads();
+    let out = op(replica).expect("operation");
+    let actor = *replica.actor();
+    let doc = replica.doc_mut().document().clone();
+    if let Err(v) = validate_update(&doc, &before, &Acting::Staff(actor)) {
+        panic!("validator refused an operation's change: {v:#?}");
+    }
+    out
+}
+
+#[test]
+fn opening_a_case_creates_every_container_once_and_validates() {
+    let actor = counsellor();
+    let mut replica = CaseReplica::open(new_case(), actor).unwrap();
+    let doc = replica.doc_mut().document().clone();
+    let view = validate_update(&doc, &[], &Acting::Staff(actor)).unwrap();
+    assert_eq!(view.household.len(), 2);
+    assert_eq!(view.assignees.primary, Some(actor.staff));
+    assert_eq!(view.status, CaseStatus::Intake);
+    assert_eq!(replica.doc_mut().get_changes(&[]).len(), 1, "one change opens the case");
+}
+
+#[test]
+fn every_kind_of_activity_is_logged_and_accepted() {
+    let actor = counsellor();
+    let mut r = CaseReplica::open(new_case(), actor).unwrap();
+    let son = *r.view().unwrap().household.keys().next().unwrap();
+    let kinds = vec![
+        ActivityDetails::Visit { outcome: VisitOutcome::Met, met_person_ids: [son].into(), letter_left: false },
+        ActivityDetails::LetterLeft {
+            items: [LetterItem::Letter, LetterItem::Leaflet].into(),
+            left_at: LetterPlace::Mailbox,
+            reply_received_on: None,
+        },
+        ActivityDetails::ContactAttempt { channel: ContactChannel::Phone, outcome: ContactOutcome::NoAnswer },
+        ActivityDetails::Accompaniment {
+            agency: "hello_work".into(),
+            purpose: "求職登録".into(),
+            outcome: String::new(),
+        },
+        ActivityDetails::Information { information: "子ども食堂の案内".into(), interest: "料理".into() },
+        ActivityDetails::Consultation {
+            mode: ConsultationMode::InPerson,
+            topics: [ConsultationTopic::Finances, ConsultationTopic::ChildRearing].into(),
+        },
+        ActivityDetails::Coordination { agency: "school".into() },
+    ];
+    for (i, details) in kinds.into_iter().enumerate() {
+        let activity = NewActivity::new(jst(4, 9 + i as u32), Place::Home, details.clone())
+            .with_narrative("経過記録")
+            .with_follow_up(NaiveDate::from_ymd_opt(2026, 11, 20).unwrap());
+        let id = accepted(&mut r, |r| r.log_activity(activity));
+        let view = r.view().unwrap();
+        let logged = &view.activities[&id];
+        assert_eq!(logged.details, details);
+        assert_eq!(logged.recorded_by, actor.staff);
+        assert_eq!(logged.device_id, actor.device);
+    }
+    assert_eq!(r.view().unwrap().activities.len(), 7);
+}
+
+#[test]
+fn operations_refuse_bad_input_and_leave_the_document_alone() {
+    let actor = counsellor();
+    let mut r = CaseReplica::open(new_case(), actor).unwrap();
+    let heads = r.heads();
+    let stranger = PersonId::new_random();
+    let visit = |outcome, met: Vec<PersonId>| {
+        NewActivity::new(
+            jst(4, 10),
+            Place::Home,
+            ActivityDetails::Visit { outcome, met_person_ids: met.into_iter().collect(), letter_left: false },
+        )
+    };
+    assert!(matches!(r.log_activity(visit(VisitOutcome::Met, vec![])), Err(OpError::Inconsistent(_))));
+    assert!(
+        matches!(r.log_activity(visit(VisitOutcome::Met, vec![stranger])), Err(OpError::UnknownPerson(p)) if p == stranger)
+    );
+    assert!(matches!(
+        r.log_activity(visit(VisitOutcome::NotHome, vec![]).ending_at(jst(3, 10))),
+        Err(OpError::Inconsistent(_))
+    ));
+    let letter = NewActivity::new(
+        jst(4, 10),
+        Place::Home,
+        ActivityDetails::LetterLeft { items: Default::default(), left_at: LetterPlace::Door, reply_received_on: None },
+    );
+    assert!(matches!(r.log_activity(letter), Err(OpError::Empty(_))));
+    let long = "あ".repeat(Limits::DEFAULT.long_text_chars + 1);
+    assert!(matches!(
+        r.log_activity(visit(VisitOutcome::NotHome, vec![]).with_narrative(long)),
+        Err(OpError::TooLong { .. })
+    ));
+    assert!(matches!(r.add_person(NewPerson::new("  ")), Err(OpError::Empty("name"))));
+    assert!(matches!(r.add_review(ActivityId::new_random(), "ok", jst(5, 9)), Err(OpError::SupervisorOnly(_))));
+    assert!(matches!(r.set_primary_assignee(StaffId::new_random()), Err(OpError::SupervisorOnly(_))));
+    assert_eq!(r.heads(), heads, "nothing was written");
+}
+
+#[test]
+fn amendments_voids_status_and_consent_are_accepted() {
+    let actor = counsellor();
+    let mut r = CaseReplica::open(new_case(), actor).unwrap();
+    let person = *r.view().unwrap().household.keys().next().unwrap();
+    let id = accepted(&mut r, |r| {
+        r.log_activity(
+            NewActivity::new(
+                jst(4, 10),
+                Place::Home,
+                ActivityDetails::Visit {
+                    outcome: VisitOutcome::NotHome,
+                    met_person_ids: Default::default(),
+                    letter_left: true,
+                },
+            )
+            .with_narrative("不在だった。"),
+        )
+    });
+    accepted(&mut r, |r| r.amend_narrative(id, "不在だった。玄関に手紙を残した。"));
+    accepted(&mut r, |r| r.insert_into_narrative(id, 0, "【訂正】"));
+    accepted(&mut r, |r| r.set_follow_up(id, NaiveDate::from_ymd_opt(2026, 11, 11)));
+    accepted(&mut r, |r| r.set_visit_outcome(id, VisitOutcome::Met, &[person]));
+    accepted(&mut r, |r| r.set_status(CaseStatus::Outreach));
+    accepted(&mut r, |r| {
+        r.record_consent(
+            ConsentState::Obtained,
+            NaiveDate::from_ymd_opt(2026, 11, 4).unwrap(),
+            Some(ConsentMethod::Written),
+        )
+    });
+    accepted(&mut r, |r| r.set_concern(person, ConcernTag::Isolation, true));
+    accepted(&mut r, |r| r.set_other_concern(person, Some("ペットの世話")));
+    accepted(&mut r, |r| r.amend_person_note(person, "昼間は在宅が多い"));
+    accepted(&mut r, |r| {
+        r.amend_person(
+            person,
+            PersonUpdate {
+                kana: Some(Some("やまだ はなこ".into())),
+                sex: Some(Some(Sex::Listed(crate::domain::SexKind::Female))),
+                ..Default::default()
+            },
+        )
+    });
+    accepted(&mut r, |r| r.void_activity(id, "別のケースに記録すべきだった", jst(5, 9)));
+    let view = r.view().unwrap();
+    let a = &view.activities[&id];
+    assert_eq!(a.narrative, "【訂正】不在だった。玄関に手紙を残した。");
+    assert_eq!(a.voided.as_ref().unwrap().by, actor.staff);
+    assert_eq!(view.consent.state, ConsentState::Obtained);
+    assert!(view.household[&person].concerns.tags.contains(&ConcernTag::Isolation));
+    assert_eq!(view.household[&person].concerns.other.as_deref(), Some("ペットの世話"));
+    assert!(matches!(r.void_activity(id, "again", jst(5, 10)), Err(OpError::AlreadyVoided(_))));
+}
+
+#[test]
+fn supervisors_review_assign_and_void_others_activities() {
+    let counsellor = counsellor();
+    let mut phone = CaseReplica::open(new_case(), counsellor).unwrap();
+    let id = phone
+        .log_activity(NewActivity::new(
+            jst(4, 10),
+            Place::Phone,
+            ActivityDetails::ContactAttempt { channel: ContactChannel::Phone, outcome: ContactOutcome::Reached },
+        ))
+        .unwrap();
+    let supervisor = Actor::supervisor(StaffId::new_random(), DeviceId::new_random());
+    let mut tablet = CaseReplica::load(&phone.save(), supervisor).unwrap();
+    let review = accepted(&mut tablet, |r| r.add_review(id, "次回は同行を検討", jst(5, 9)));
+    accepted(&mut tablet, |r| r.set_other_assignee(StaffId::new_random(), true));
+    accepted(&mut tablet, |r| r.void_activity(id, "重複登録", jst(5, 10)));
+    // A counsellor on another phone may not amend someone else's activity.
+    let mut other = CaseReplica::load(&phone.save(), crate::ops::tests::counsellor()).unwrap();
+    assert!(matches!(other.amend_narrative(id, "x"), Err(OpError::NotOwnActivity(_))));
+    phone.merge(&mut tablet).unwrap();
+    let view = phone.view().unwrap();
+    assert_eq!(view.reviews_of(&id)[0].id, review);
+    assert!(view.activities[&id].voided.is_some());
+}
+
+#[test]
+fn meeting_tablets_and_administrators_write_nothing() {
+    let case = CaseReplica::open(new_case(), counsellor()).unwrap().save();
+    for role in [Role::MeetingTablet, Role::Administrator] {
+        let actor = Actor { staff: StaffId::new_random(), device: DeviceId::new_random(), role };
+        let mut r = CaseReplica::load(&case, actor).unwrap();
+        assert!(matches!(r.set_status(CaseStatus::Closed), Err(OpError::ReadOnly(_))));
+        assert!(matches!(CaseReplica::open(new_case(), actor), Err(OpError::ReadOnly(_))));
+    }
+}

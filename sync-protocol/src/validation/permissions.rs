@@ -1,0 +1,345 @@
+//! Schema of the result plus permissions on what changed.
+
+use std::collections::{BTreeSet, HashMap};
+
+use automerge::{Automerge, ChangeHash, ObjId, PatchAction, Prop, ReadDoc, ScalarValue, Value, ROOT};
+
+use super::{Acting, Actor, Violation, ViolationCode as Code};
+use crate::document::{keys as k, read_case, CaseView};
+use crate::domain::Role;
+
+/// Validates `doc` (at its current heads) against the state it had at `before`.
+///
+/// Returns the typed view of the result when everything is allowed, or every violation found
+/// (deduplicated, in document order). `before` is empty for a case's first upload. Every hash
+/// in `before` must be in `doc`.
+pub fn validate_update(doc: &Automerge, before: &[ChangeHash], acting: &Acting) -> Result<CaseView, Vec<Violation>> {
+    let mut violations = Vec::new();
+    if let Some(missing) = before.iter().find(|h| doc.get_change_by_hash(h).is_none()) {
+        return Err(vec![Violation::new(
+            Code::NotACase,
+            "/",
+            format!("the earlier state {missing} is not part of this document"),
+        )]);
+    }
+    let after = doc.get_heads();
+    let reading = read_case(doc);
+    violations.extend(reading.issues);
+    let patches = if before == after.as_slice() { Vec::new() } else { doc.diff(before, &after) };
+
+    let mut checker = Checker { doc, before, acting, violations: Vec::new(), recorded_by: HashMap::new() };
+    if !patches.is_empty() {
+        checker.role_may_write();
+    }
+    for patch in &patches {
+        let mut segs: Vec<String> = patch.path.iter().map(|(_, prop)| prop_string(prop)).collect();
+        match &patch.action {
+            PatchAction::PutMap { key, value, .. } => {
+                segs.push(key.clone());
+                if matches!(value.0, Value::Object(_)) && checker.before_value(&patch.obj, key).is_some() {
+                    checker.violate(
+                        Code::ContainerRecreated,
+                        &segs,
+                        "a container already exists here; write into it instead of replacing it",
+                    );
+                }
+                checker.write(&segs, false, reading.view.as_ref());
+            }
+            PatchAction::DeleteMap { key } => {
+                segs.push(key.clone());
+                if matches!(checker.before_value(&patch.obj, key), Some(Value::Object(_))) {
+                    checker.violate(
+                        Code::DeletedEntity,
+                        &segs,
+                        "nothing is deleted from a case; void an activity instead",
+                    );
+                }
+                checker.write(&segs, true, reading.view.as_ref());
+            }
+            PatchAction::Conflict { prop } | PatchAction::Increment { prop, .. } => {
+                segs.push(prop_string(prop));
+                checker.write(&segs, false, reading.view.as_ref());
+            }
+            _ => checker.write(&segs, false, reading.view.as_ref()),
+        }
+    }
+    violations.extend(checker.violations);
+
+    let mut seen = BTreeSet::new();
+    violations.retain(|v| seen.insert((v.code.as_str(), v.path.clone())));
+    match reading.view {
+        Some(view) if violations.is_empty() => Ok(view),
+        Some(_) => Err(violations),
+        None => {
+            if violations.is_empty() {
+                violations.push(Violation::new(Code::NotACase, "/", "not a case document"));
+            }
+            Err(violations)
+        }
+    }
+}
+
+fn prop_string(prop: &Prop) -> String {
+    match prop {
+        Prop::Map(key) => key.clone(),
+        Prop::Seq(index) => index.to_string(),
+    }
+}
+
+fn path_of(segs: &[String]) -> String {
+    if segs.is_empty() {
+        "/".to_owned()
+    } else {
+        segs.iter().fold(String::new(), |mut acc, s| {
+            acc.push('/');
+            acc.push_str(s);
+            acc
+        })
+    }
+}
+
+struct Checker<'a> {
+    doc: &'a Automerge,
+    before: &'a [ChangeHash],
+    acting: &'a Acting,
+    violations: Vec<Violation>,
+    /// `recorded_by` (activities) or `by` (reviews) of entities that existed before, by path.
+    recorded_by: HashMap<(String, String), Option<String>>,
+}
+
+impl Checker<'_> {
+    fn violate(&mut self, code: Code, segs: &[String], message: impl Into<String>) {
+        self.violations.push(Violation::new(code, path_of(segs), message));
+    }
+
+    fn before_value(&self, obj: &ObjId, key: &str) -> Option<Value<'static>> {
+        if self.before.is_empty() {
+            return None;
+        }
+        match self.doc.get_at(obj, key, self.before) {
+            Ok(Some((value, _))) => Some(value.into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The value at a path of string keys, as it was before.
+    fn before_at(&self, segs: &[&str]) -> Option<(Value<'static>, ObjId)> {
+        if self.before.is_empty() {
+            return None;
+        }
+        let mut obj = ROOT;
+        let mut found = None;
+        for (i, seg) in segs.iter().enumerate() {
+            let (value, id) = self.doc.get_at(&obj, *seg, self.before).ok().flatten()?;
+            if i + 1 < segs.len() {
+                if !matches!(value, Value::Object(_)) {
+                    return None;
+                }
+                obj = id.clone();
+            }
+            found = Some((value.into_owned(), id));
+        }
+        found
+    }
+
+    /// The author field (`recorded_by` of an activity, `by` of a review) as it was before;
+    /// `None` when the entity is new.
+    fn author_before(&mut self, container: &str, id: &str) -> Option<String> {
+        let key = (container.to_owned(), id.to_owned());
+        if let Some(cached) = self.recorded_by.get(&key) {
+            return cached.clone();
+        }
+        let field = if container == k::REVIEWS { k::BY } else { k::RECORDED_BY };
+        let author = self.before_at(&[container, id, field]).and_then(|(value, _)| match value {
+            Value::Scalar(s) => match s.as_ref() {
+                ScalarValue::Str(s) => Some(s.to_string()),
+                _ => None,
+            },
+            _ => None,
+        });
+        // An entity that existed without a readable author counts as someone else's.
+        let author = match author {
+            Some(a) => Some(a),
+            None if self.before_at(&[container, id]).is_some() => Some(String::new()),
+            None => None,
+        };
+        self.recorded_by.insert(key, author.clone());
+        author
+    }
+
+    fn actor(&self) -> Option<&Actor> {
+        match self.acting {
+            Acting::Staff(actor) => Some(actor),
+            Acting::Server => None,
+        }
+    }
+
+    fn role_may_write(&mut self) {
+        if let Acting::Staff(actor) = self.acting {
+            if matches!(actor.role, Role::MeetingTablet | Role::Administrator) {
+                let role = actor.role;
+                self.violate(
+                    Code::ReadOnlyRole,
+                    &[],
+                    format!("a {} ({}) reads cases and writes none", role.as_key(), role.label()),
+                );
+            }
+        }
+    }
+
+    fn is_new_case(&self) -> bool {
+        self.before.is_empty()
+    }
+
+    /// Checks one write (put, delete, text edit) at `segs` against the acting role.
+    fn write(&mut self, segs: &[String], delete: bool, view: Option<&CaseView>) {
+        let Some(first) = segs.first() else { return };
+        let first = first.as_str();
+        let Some(actor) = self.actor().copied() else {
+            if !(segs.len() == 1 && first == k::CASE_NUMBER) {
+                self.violate(Code::ReadOnlyRole, segs, "the server's own changes only assign the case number");
+            } else if self.before_at(&[k::CASE_NUMBER]).is_some() {
+                self.violate(Code::ImmutableField, segs, "the case number is assigned once");
+            }
+            return;
+        };
+        if matches!(actor.role, Role::MeetingTablet | Role::Administrator) {
+            return; // already refused as a whole
+        }
+        let staff = actor.staff.to_string();
+        match (first, segs.len()) {
+            (k::CASE_NUMBER, _) => {
+                self.violate(Code::ServerOnlyField, segs, "only the server assigns the case number");
+            }
+            (k::SCHEMA | k::CASE_ID | k::MUNICIPALITY | k::OPENED_ON, 1) if self.before_at(&[first]).is_some() => {
+                self.violate(Code::ImmutableField, segs, "fixed when the case is opened");
+            }
+            (_, 1) if delete => {
+                self.violate(Code::DeletedEntity, segs, "top-level fields of a case are never removed");
+            }
+            // Setting a top-level register (status, area) or creating the containers of a new case.
+            (_, 1) => {}
+            (k::ASSIGNEES, _) => {
+                if self.is_new_case() {
+                    // Whoever opens a case may name its assignees, but a counsellor only themselves.
+                    let only_self =
+                        view.is_some_and(|v| v.assignees.primary == Some(actor.staff) && v.assignees.others.is_empty());
+                    if actor.role == Role::Counsellor && !only_self {
+                        self.violate(
+                            Code::SupervisorOnly,
+                            segs,
+                            "a counsellor opening a case assigns it to themselves only",
+                        );
+                    }
+                } else if actor.role != Role::Supervisor {
+                    self.violate(Code::SupervisorOnly, segs, "only a supervisor assigns cases");
+                }
+            }
+            (k::ACTIVITIES, _) => self.activity_write(segs, delete, view, &actor, &staff),
+            (k::REVIEWS, _) => {
+                let id = segs[1].as_str();
+                match self.author_before(k::REVIEWS, id) {
+                    None => {
+                        if actor.role != Role::Supervisor {
+                            self.violate(Code::SupervisorOnly, &segs[..2], "only supervisors review activities");
+                        } else if let Some(review) = view.and_then(|v| v.reviews.get(&id.parse().ok()?)) {
+                            if review.by != actor.staff {
+                                self.violate(
+                                    Code::AuthorMismatch,
+                                    &segs[..2],
+                                    "a review is written in its author's own name",
+                                );
+                            }
+                        }
+                    }
+                    Some(by) if by != staff => {
+                        self.violate(Code::AuthorMismatch, &segs[..2], "only its author amends a review");
+                    }
+                    Some(_) => {
+                        if segs.len() >= 3 && matches!(segs[2].as_str(), k::ACTIVITY_ID | k::BY | k::AT) {
+                            self.violate(Code::ImmutableField, segs, "fixed when the review is written");
+                        }
+                    }
+                }
+            }
+            (k::PLANS | k::EVALUATIONS | k::DECISIONS, _) => {
+                self.violate(
+                    Code::UnknownField,
+                    segs,
+                    "forms (plans, evaluations, decisions) are not accepted by schema 1 of this version",
+                );
+            }
+            _ => {} // referral source, consent, household: any counsellor or supervisor
+        }
+    }
+
+    fn activity_write(&mut self, segs: &[String], delete: bool, view: Option<&CaseView>, actor: &Actor, staff: &str) {
+        let id = segs[1].as_str();
+        match self.author_before(k::ACTIVITIES, id) {
+            None => {
+                // A new activity: logged in the actor's own name, from the actor's own device.
+                let activity = id.parse().ok().and_then(|id| view?.activities.get(&id));
+                if let Some(a) = activity {
+                    if a.recorded_by != actor.staff || a.device_id != actor.device {
+                        self.violate(
+                            Code::AuthorMismatch,
+                            &segs[..2],
+                            "a new activity records the staff member and device that log it",
+                        );
+                    }
+                }
+                if let Some(voided) = activity.and_then(|a| a.voided.as_ref()) {
+                    if voided.by != actor.staff {
+                        self.violate(Code::AuthorMismatch, &segs[..2], "a void is recorded in its author's own name");
+                    }
+                }
+            }
+            Some(recorded_by) => {
+                let Some(field) = segs.get(2).map(String::as_str) else { return };
+                match field {
+                    k::KIND | k::RECORDED_BY | k::DEVICE_ID => {
+                        self.violate(Code::ImmutableField, segs, "fixed when the activity is logged");
+                    }
+                    k::VOIDED => {
+                        if recorded_by != staff && actor.role != Role::Supervisor {
+                            self.violate(
+                                Code::NotOwnActivity,
+                                &segs[..3],
+                                "only its author or a supervisor voids an activity",
+                            );
+                            return;
+                        }
+                        let was_voided = self.before_at(&[k::ACTIVITIES, id, k::VOIDED, k::BY]).is_some();
+                        if was_voided || delete {
+                            self.violate(
+                                Code::ImmutableField,
+                                &segs[..3],
+                                "a void is final: it cannot be changed or undone",
+                            );
+                            return;
+                        }
+                        let activity = id.parse().ok().and_then(|id| view?.activities.get(&id));
+                        if let Some(voided) = activity.and_then(|a| a.voided.as_ref()) {
+                            if voided.by != actor.staff {
+                                self.violate(
+                                    Code::AuthorMismatch,
+                                    &segs[..3],
+                                    "a void is recorded in its author's own name",
+                                );
+                            }
+                        }
+                    }
+                    _ => {
+                        if recorded_by != staff {
+                            self.violate(
+                                Code::NotOwnActivity,
+                                &segs[..2],
+                                "only the counsellor who logged an activity amends it",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
