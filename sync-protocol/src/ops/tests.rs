@@ -221,3 +221,49 @@ fn meeting_tablets_and_administrators_write_nothing() {
         assert!(matches!(CaseReplica::open(new_case(), actor), Err(OpError::ReadOnly(_))));
     }
 }
+
+#[test]
+fn two_people_voiding_the_same_entry_offline_are_both_kept_as_a_conflict() {
+    use crate::validation::apply_and_validate;
+    let counsellor = counsellor();
+    let mut phone = CaseReplica::open(new_case(), counsellor).unwrap();
+    let id = phone
+        .log_activity(NewActivity::new(
+            jst(4, 10),
+            Place::Home,
+            ActivityDetails::ContactAttempt { channel: ContactChannel::Phone, outcome: ContactOutcome::NoAnswer },
+        ))
+        .unwrap();
+    let supervisor = Actor::supervisor(StaffId::new_random(), DeviceId::new_random());
+    let mut tablet = CaseReplica::load(&phone.save(), supervisor).unwrap();
+    let shared = phone.heads();
+    // Both void the same wrong entry while offline.
+    phone.void_activity(id, "別世帯の記録", jst(5, 9)).unwrap();
+    tablet.void_activity(id, "重複", jst(5, 10)).unwrap();
+    let raw = |r: &mut CaseReplica| -> Vec<Vec<u8>> {
+        r.changes_since(&shared).iter().map(|c| c.raw_bytes().to_vec()).collect()
+    };
+    // The server holds the shared state; the phone syncs first, then the tablet.
+    let server = phone.doc_mut().document().clone();
+    let mut server = server.fork_at(&shared).unwrap();
+    let (after_phone, _) = apply_and_validate(&server, &raw(&mut phone), &Acting::Staff(counsellor)).unwrap();
+    server = after_phone;
+    let (merged, view) = apply_and_validate(&server, &raw(&mut tablet), &Acting::Staff(supervisor))
+        .expect("a concurrent void is not a re-void: it is kept and surfaced");
+    assert!(view.activities[&id].voided.is_some());
+    assert!(view.conflicts.iter().any(|c| c.path == format!("/activities/{id}/voided/by") && c.values.len() == 2));
+    // A *sequential* second void, on the other hand, is refused: a void is final.
+    let mut later = CaseReplica::from_doc(AutoCommit::load(&merged.save()).unwrap(), supervisor);
+    let before = later.heads();
+    let voided =
+        later.child_object(&later.entity(k::ACTIVITIES, &id.to_string()).unwrap().unwrap(), k::VOIDED).unwrap();
+    later.doc_mut().put(&voided, k::REASON, "理由を書き換え").unwrap();
+    later.doc_mut().commit();
+    let bytes: Vec<Vec<u8>> = later.changes_since(&before).iter().map(|c| c.raw_bytes().to_vec()).collect();
+    match apply_and_validate(&merged, &bytes, &Acting::Staff(supervisor)) {
+        Err(crate::validation::BatchError::Refused(v)) => {
+            assert!(v.iter().any(|v| v.code == crate::validation::ViolationCode::ImmutableField), "{v:?}")
+        }
+        other => panic!("a sequential re-void must be refused, got {other:?}"),
+    }
+}

@@ -142,6 +142,43 @@ impl Checker<'_> {
         found
     }
 
+    /// The scalar values at `segs` (a path of map keys) that this batch wrote: the values
+    /// Automerge holds now whose operations were not visible before. Concurrent values written
+    /// by others earlier are not included, so author checks judge only what this actor wrote.
+    fn written_values(&self, segs: &[&str]) -> Vec<String> {
+        let Some((last, parents)) = segs.split_last() else { return Vec::new() };
+        let mut obj = ROOT;
+        for seg in parents {
+            match self.doc.get(&obj, *seg) {
+                Ok(Some((Value::Object(_), id))) => obj = id,
+                _ => return Vec::new(),
+            }
+        }
+        let earlier: Vec<ObjId> = if self.before.is_empty() {
+            Vec::new()
+        } else {
+            self.doc.get_all_at(&obj, *last, self.before).unwrap_or_default().into_iter().map(|(_, id)| id).collect()
+        };
+        self.doc
+            .get_all(&obj, *last)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, id)| !earlier.contains(id))
+            .map(|(value, _)| match value {
+                Value::Scalar(s) => match s.as_ref() {
+                    ScalarValue::Str(s) => s.to_string(),
+                    other => other.to_string(),
+                },
+                Value::Object(t) => format!("{t:?}"),
+            })
+            .collect()
+    }
+
+    /// Whether every value this batch wrote at `segs` equals `expected`.
+    fn written_by(&self, segs: &[&str], expected: &str) -> bool {
+        self.written_values(segs).iter().all(|v| v == expected)
+    }
+
     /// The author field (`recorded_by` of an activity, `by` of a review) as it was before;
     /// `None` when the entity is new.
     fn author_before(&mut self, container: &str, id: &str) -> Option<String> {
@@ -235,21 +272,19 @@ impl Checker<'_> {
                     self.violate(Code::SupervisorOnly, segs, "only a supervisor assigns cases");
                 }
             }
-            (k::ACTIVITIES, _) => self.activity_write(segs, delete, view, &actor, &staff),
+            (k::ACTIVITIES, _) => self.activity_write(segs, delete, &actor, &staff),
             (k::REVIEWS, _) => {
                 let id = segs[1].as_str();
                 match self.author_before(k::REVIEWS, id) {
                     None => {
                         if actor.role != Role::Supervisor {
                             self.violate(Code::SupervisorOnly, &segs[..2], "only supervisors review activities");
-                        } else if let Some(review) = view.and_then(|v| v.reviews.get(&id.parse().ok()?)) {
-                            if review.by != actor.staff {
-                                self.violate(
-                                    Code::AuthorMismatch,
-                                    &segs[..2],
-                                    "a review is written in its author's own name",
-                                );
-                            }
+                        } else if !self.written_by(&[k::REVIEWS, id, k::BY], &staff) {
+                            self.violate(
+                                Code::AuthorMismatch,
+                                &segs[..2],
+                                "a review is written in its author's own name",
+                            );
                         }
                     }
                     Some(by) if by != staff => {
@@ -273,25 +308,23 @@ impl Checker<'_> {
         }
     }
 
-    fn activity_write(&mut self, segs: &[String], delete: bool, view: Option<&CaseView>, actor: &Actor, staff: &str) {
+    fn activity_write(&mut self, segs: &[String], delete: bool, actor: &Actor, staff: &str) {
         let id = segs[1].as_str();
+        let device = actor.device.to_string();
         match self.author_before(k::ACTIVITIES, id) {
             None => {
                 // A new activity: logged in the actor's own name, from the actor's own device.
-                let activity = id.parse().ok().and_then(|id| view?.activities.get(&id));
-                if let Some(a) = activity {
-                    if a.recorded_by != actor.staff || a.device_id != actor.device {
-                        self.violate(
-                            Code::AuthorMismatch,
-                            &segs[..2],
-                            "a new activity records the staff member and device that log it",
-                        );
-                    }
+                if !self.written_by(&[k::ACTIVITIES, id, k::RECORDED_BY], staff)
+                    || !self.written_by(&[k::ACTIVITIES, id, k::DEVICE_ID], &device)
+                {
+                    self.violate(
+                        Code::AuthorMismatch,
+                        &segs[..2],
+                        "a new activity records the staff member and device that log it",
+                    );
                 }
-                if let Some(voided) = activity.and_then(|a| a.voided.as_ref()) {
-                    if voided.by != actor.staff {
-                        self.violate(Code::AuthorMismatch, &segs[..2], "a void is recorded in its author's own name");
-                    }
+                if !self.written_by(&[k::ACTIVITIES, id, k::VOIDED, k::BY], staff) {
+                    self.violate(Code::AuthorMismatch, &segs[..2], "a void is recorded in its author's own name");
                 }
             }
             Some(recorded_by) => {
@@ -300,35 +333,7 @@ impl Checker<'_> {
                     k::KIND | k::RECORDED_BY | k::DEVICE_ID => {
                         self.violate(Code::ImmutableField, segs, "fixed when the activity is logged");
                     }
-                    k::VOIDED => {
-                        if recorded_by != staff && actor.role != Role::Supervisor {
-                            self.violate(
-                                Code::NotOwnActivity,
-                                &segs[..3],
-                                "only its author or a supervisor voids an activity",
-                            );
-                            return;
-                        }
-                        let was_voided = self.before_at(&[k::ACTIVITIES, id, k::VOIDED, k::BY]).is_some();
-                        if was_voided || delete {
-                            self.violate(
-                                Code::ImmutableField,
-                                &segs[..3],
-                                "a void is final: it cannot be changed or undone",
-                            );
-                            return;
-                        }
-                        let activity = id.parse().ok().and_then(|id| view?.activities.get(&id));
-                        if let Some(voided) = activity.and_then(|a| a.voided.as_ref()) {
-                            if voided.by != actor.staff {
-                                self.violate(
-                                    Code::AuthorMismatch,
-                                    &segs[..3],
-                                    "a void is recorded in its author's own name",
-                                );
-                            }
-                        }
-                    }
+                    k::VOIDED => self.void_write(segs, delete, actor, staff, &recorded_by),
                     _ => {
                         if recorded_by != staff {
                             self.violate(
@@ -340,6 +345,38 @@ impl Checker<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// A write into an existing activity's `voided` map.
+    ///
+    /// A void is final: it is never deleted, and once a void is known it is not overwritten.
+    /// Two people who void the same activity *concurrently* (both offline) are both kept: the
+    /// `voided` fields then hold concurrent values, which surface as a conflict.
+    fn void_write(&mut self, segs: &[String], delete: bool, actor: &Actor, staff: &str, recorded_by: &str) {
+        let id = segs[1].as_str();
+        if recorded_by != staff && actor.role != Role::Supervisor {
+            self.violate(Code::NotOwnActivity, &segs[..3], "only its author or a supervisor voids an activity");
+            return;
+        }
+        if delete {
+            self.violate(Code::ImmutableField, &segs[..3], "a void is final: it cannot be undone");
+            return;
+        }
+        let Some(field) = segs.get(3).map(String::as_str) else { return };
+        if let Some((_, earlier)) = self.before_at(&[k::ACTIVITIES, id, k::VOIDED, field]) {
+            // Overwritten in sequence (the earlier value is gone), not merely concurrent.
+            let still_there = self
+                .before_at(&[k::ACTIVITIES, id, k::VOIDED])
+                .and_then(|(_, voided)| self.doc.get_all(&voided, field).ok())
+                .is_some_and(|now| now.iter().any(|(_, op)| *op == earlier));
+            if !still_there {
+                self.violate(Code::ImmutableField, &segs[..3], "a void is final: it cannot be changed");
+                return;
+            }
+        }
+        if !self.written_by(&[k::ACTIVITIES, id, k::VOIDED, k::BY], staff) {
+            self.violate(Code::AuthorMismatch, &segs[..3], "a void is recorded in its author's own name");
         }
     }
 }
