@@ -106,4 +106,5 @@ pub fn apply_and_validate(
     let view = validate_update(&after, &before, acting).map_err(BatchError::Refused)?;
     Ok((after, view))
 }
-#[cfg(test)] mod tests;
+#[cfg(test)]
+mod tests;

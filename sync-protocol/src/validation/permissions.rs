@@ -43,7 +43,7 @@ pub fn validate_update(doc: &Automerge, before: &[ChangeHash], acting: &Acting) 
                         "a container already exists here; write into it instead of replacing it",
                     );
                 }
-                checker.write(&segs, false, reading.view.as_ref());
+                checker.write(&segs, false);
             }
             PatchAction::DeleteMap { key } => {
                 segs.push(key.clone());
@@ -54,13 +54,13 @@ pub fn validate_update(doc: &Automerge, before: &[ChangeHash], acting: &Acting) 
                         "nothing is deleted from a case; void an activity instead",
                     );
                 }
-                checker.write(&segs, true, reading.view.as_ref());
+                checker.write(&segs, true);
             }
             PatchAction::Conflict { prop } | PatchAction::Increment { prop, .. } => {
                 segs.push(prop_string(prop));
-                checker.write(&segs, false, reading.view.as_ref());
+                checker.write(&segs, false);
             }
-            _ => checker.write(&segs, false, reading.view.as_ref()),
+            _ => checker.write(&segs, false),
         }
     }
     violations.extend(checker.violations);
@@ -229,7 +229,7 @@ impl Checker<'_> {
     }
 
     /// Checks one write (put, delete, text edit) at `segs` against the acting role.
-    fn write(&mut self, segs: &[String], delete: bool, view: Option<&CaseView>) {
+    fn write(&mut self, segs: &[String], delete: bool) {
         let Some(first) = segs.first() else { return };
         let first = first.as_str();
         let Some(actor) = self.actor().copied() else {
@@ -258,10 +258,15 @@ impl Checker<'_> {
             (_, 1) => {}
             (k::ASSIGNEES, _) => {
                 if self.is_new_case() {
-                    // Whoever opens a case may name its assignees, but a counsellor only themselves.
-                    let only_self =
-                        view.is_some_and(|v| v.assignees.primary == Some(actor.staff) && v.assignees.others.is_empty());
-                    if actor.role == Role::Counsellor && !only_self {
+                    // Whoever opens a case may name its assignees, but a counsellor only
+                    // themselves: judged per field, on what this batch wrote.
+                    let me = actor.staff.to_string();
+                    let own = match segs[1].as_str() {
+                        k::PRIMARY => self.written_by(&[k::ASSIGNEES, k::PRIMARY], &me),
+                        k::OTHERS => segs.len() == 2 || segs[2] == me,
+                        _ => true,
+                    };
+                    if actor.role == Role::Counsellor && !own {
                         self.violate(
                             Code::SupervisorOnly,
                             segs,

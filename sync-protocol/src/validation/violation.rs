@@ -44,7 +44,7 @@ pub enum ViolationCode {
     /// parse).
     InvalidId,
     /// Fields that contradict each other (ended before started; a visit that met people but
-    /// names none; a void without a reason).
+    /// names none; a review of an activity the case does not have).
     Inconsistent,
     /// A visit names a person who is not a member of the household.
     UnknownPerson,

@@ -1,0 +1,1282 @@
+//! Validation, rule by rule: each test tells one story of a device uploading a change, shows
+//! that the forbidden version is refused with the right code at the right path, and that the
+//! allowed version of the same thing is accepted (so no rule is broader than it should be).
+//!
+//! Forbidden changes are forged with the raw Automerge API on a replica's document, the way a
+//! buggy or hostile client could write them; the server's side is [`apply_and_validate`] on
+//! the raw change bytes, exactly as a sync request delivers them.
+
+use std::collections::BTreeSet;
+
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, Automerge, ChangeHash, ObjId, ObjType, ReadDoc, Value, ROOT};
+use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
+
+use super::*;
+use crate::actor::random_device_actor;
+use crate::document::{ActivityDetails, CaseView, Limits};
+use crate::domain::{
+    CaseStatus, ConcernTag, ConsentMethod, ConsentState, ConsultationMode, ConsultationTopic, ContactChannel,
+    ContactOutcome, LetterItem, LetterPlace, Place, Relation, SexKind, VisitOutcome,
+};
+use crate::ids::{ActivityId, MunicipalityCode, PersonId, ReviewId};
+use crate::ops::{CaseReplica, NewActivity, NewCase, NewPerson, PersonUpdate};
+
+type Outcome = Result<CaseView, BatchError>;
+
+// ---------------------------------------------------------------------------------------------
+// The people, the case, and the server's side of an upload.
+// ---------------------------------------------------------------------------------------------
+
+fn jst(day: u32, hour: u32) -> DateTime<FixedOffset> {
+    FixedOffset::east_opt(9 * 3600).unwrap().with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+}
+
+fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).unwrap()
+}
+
+fn counsellor() -> Actor {
+    Actor::counsellor(StaffId::new_random(), DeviceId::new_random())
+}
+
+fn supervisor() -> Actor {
+    Actor::supervisor(StaffId::new_random(), DeviceId::new_random())
+}
+
+fn with_role(role: Role) -> Actor {
+    Actor { staff: StaffId::new_random(), device: DeviceId::new_random(), role }
+}
+
+fn new_case() -> NewCase {
+    let mut case = NewCase::new(MunicipalityCode::parse("122203").unwrap(), date(2026, 11, 2));
+    let mut mother = NewPerson::new("山田 花子");
+    mother.is_subject = true;
+    mother.relation = Some(Relation::Subject);
+    mother.concerns = vec![ConcernTag::Poverty];
+    case.household.push(mother);
+    let mut son = NewPerson::new("山田 太郎");
+    son.relation = Some(Relation::Son);
+    son.concerns = vec![ConcernTag::YoungCarer];
+    case.household.push(son);
+    case
+}
+
+/// A case counsellor Sato opened and has logged one visit in (she met the mother); Ito is
+/// another counsellor, the chief a supervisor.
+struct Case {
+    sato: Actor,
+    ito: Actor,
+    chief: Actor,
+    /// Sato's phone, in sync with the server.
+    phone: CaseReplica,
+    mother: PersonId,
+    son: PersonId,
+    /// Sato's visit.
+    visit: ActivityId,
+}
+
+impl Case {
+    fn new() -> Self {
+        let sato = counsellor();
+        let case = new_case();
+        let (mother, son) = (case.household[0].id, case.household[1].id);
+        let mut phone = CaseReplica::open(case, sato).unwrap();
+        let visit = phone
+            .log_activity(
+                NewActivity::new(
+                    jst(4, 10),
+                    Place::Home,
+                    ActivityDetails::Visit {
+                        outcome: VisitOutcome::Met,
+                        met_person_ids: [mother].into(),
+                        letter_left: false,
+                    },
+                )
+                .with_narrative("母と面談。生活費の相談あり。"),
+            )
+            .unwrap();
+        Self { sato, ito: counsellor(), chief: supervisor(), phone, mother, son, visit }
+    }
+
+    /// Another device's replica of the case as the server has it now.
+    fn replica_for(&mut self, actor: Actor) -> CaseReplica {
+        CaseReplica::load(&self.phone.save(), actor).unwrap()
+    }
+
+    fn visit_path(&self) -> String {
+        format!("/activities/{}", self.visit)
+    }
+}
+
+/// The raw bytes of every change `doc` has after `heads`: what a sync request carries.
+fn raw_changes(doc: &mut AutoCommit, heads: &[ChangeHash]) -> Vec<Vec<u8>> {
+    doc.get_changes(heads).iter().map(|c| c.raw_bytes().to_vec()).collect()
+}
+
+/// Lets `edit` change `doc` (an operation, or raw writes, which are committed here), then
+/// validates the new changes on the server's side as `acting`, against `doc` as it was before.
+fn upload_doc(doc: &mut AutoCommit, acting: Acting, edit: impl FnOnce(&mut AutoCommit)) -> Outcome {
+    let before = doc.document().clone();
+    let heads = before.get_heads();
+    edit(doc);
+    doc.commit();
+    let raw = raw_changes(doc, &heads);
+    assert!(!raw.is_empty(), "the edit changed nothing");
+    apply_and_validate(&before, &raw, &acting).map(|(_, view)| view)
+}
+
+/// What the server answers when `replica`'s device uploads the change `edit` makes.
+fn upload(replica: &mut CaseReplica, edit: impl FnOnce(&mut CaseReplica)) -> Outcome {
+    let acting = Acting::Staff(*replica.actor());
+    let before = replica.doc_mut().document().clone();
+    let heads = before.get_heads();
+    edit(replica);
+    replica.doc_mut().commit();
+    let raw = raw_changes(replica.doc_mut(), &heads);
+    assert!(!raw.is_empty(), "the edit changed nothing");
+    apply_and_validate(&before, &raw, &acting).map(|(_, view)| view)
+}
+
+/// Like [`upload`], for raw writes on the replica's document.
+fn upload_raw(replica: &mut CaseReplica, edit: impl FnOnce(&mut AutoCommit)) -> Outcome {
+    upload(replica, |r| edit(r.doc_mut()))
+}
+
+/// The object at a path of keys.
+fn obj(doc: &AutoCommit, path: &[&str]) -> ObjId {
+    let mut obj = ROOT;
+    for key in path {
+        obj = match doc.get(&obj, *key).unwrap() {
+            Some((Value::Object(_), id)) => id,
+            other => panic!("no object at {key} of {path:?}: {other:?}"),
+        };
+    }
+    obj
+}
+
+/// An activity written field by field, as another client might; `kind` may be left out.
+fn forge_activity(doc: &mut AutoCommit, key: &str, kind: Option<&str>, staff: StaffId, device: DeviceId) -> ObjId {
+    let activities = obj(doc, &["activities"]);
+    let a = doc.put_object(&activities, key, ObjType::Map).unwrap();
+    if let Some(kind) = kind {
+        doc.put(&a, "kind", kind).unwrap();
+    }
+    doc.put(&a, "started_at", "2026-11-04T10:00:00+09:00").unwrap();
+    doc.put(&a, "recorded_by", staff.to_string()).unwrap();
+    doc.put(&a, "device_id", device.to_string()).unwrap();
+    doc.put(&a, "place", "phone").unwrap();
+    doc.put_object(&a, "narrative", ObjType::Text).unwrap();
+    doc.put_object(&a, "voided", ObjType::Map).unwrap();
+    a
+}
+
+/// A complete, valid phone call, recorded in the name of `staff` from `device`.
+fn forge_call(doc: &mut AutoCommit, key: &str, staff: StaffId, device: DeviceId) -> ObjId {
+    let a = forge_activity(doc, key, Some("contact_attempt"), staff, device);
+    doc.put(&a, "channel", "phone").unwrap();
+    doc.put(&a, "outcome", "reached").unwrap();
+    a
+}
+
+/// A visit with the given outcome (or none) that met `met`.
+fn forge_visit(doc: &mut AutoCommit, key: &str, actor: &Actor, outcome: Option<&str>, met: &[String]) -> ObjId {
+    let a = forge_activity(doc, key, Some("visit"), actor.staff, actor.device);
+    if let Some(outcome) = outcome {
+        doc.put(&a, "outcome", outcome).unwrap();
+    }
+    let set = doc.put_object(&a, "met_person_ids", ObjType::Map).unwrap();
+    for person in met {
+        doc.put(&set, person.as_str(), true).unwrap();
+    }
+    doc.put(&a, "letter_left", false).unwrap();
+    a
+}
+
+fn forge_person(doc: &mut AutoCommit, key: &str, name: &str) -> ObjId {
+    let household = obj(doc, &["household"]);
+    let p = doc.put_object(&household, key, ObjType::Map).unwrap();
+    doc.put(&p, "name", name).unwrap();
+    doc.put(&p, "is_subject", false).unwrap();
+    doc.put_object(&p, "concerns", ObjType::Map).unwrap();
+    doc.put_object(&p, "note", ObjType::Text).unwrap();
+    p
+}
+
+fn forge_review(doc: &mut AutoCommit, key: &str, activity: ActivityId, by: StaffId) {
+    let reviews = obj(doc, &["reviews"]);
+    let r = doc.put_object(&reviews, key, ObjType::Map).unwrap();
+    doc.put(&r, "activity_id", activity.to_string()).unwrap();
+    doc.put(&r, "by", by.to_string()).unwrap();
+    doc.put(&r, "at", "2026-11-05T09:00:00+09:00").unwrap();
+    let comment = doc.put_object(&r, "comment", ObjType::Text).unwrap();
+    doc.splice_text(&comment, 0, 0, "確認しました").unwrap();
+}
+
+#[track_caller]
+fn assert_accepted(outcome: Outcome) -> CaseView {
+    match outcome {
+        Ok(view) => view,
+        Err(e) => panic!("expected the upload to be accepted, got {e:#?}"),
+    }
+}
+
+/// Asserts the upload was refused with exactly these violations (code and path).
+#[track_caller]
+fn assert_refused(outcome: Outcome, expected: &[(ViolationCode, &str)]) {
+    let violations = match outcome {
+        Err(BatchError::Refused(violations)) => violations,
+        Err(other) => panic!("expected a refusal with {expected:?}, got {other:#?}"),
+        Ok(_) => panic!("expected a refusal with {expected:?}, but the upload was accepted"),
+    };
+    let got: BTreeSet<(&str, &str)> = violations.iter().map(|v| (v.code.as_str(), v.path.as_str())).collect();
+    let want: BTreeSet<(&str, &str)> = expected.iter().map(|(code, path)| (code.as_str(), *path)).collect();
+    assert_eq!(got, want, "violations: {violations:#?}");
+}
+
+fn one(code: ViolationCode, path: &str) -> [(ViolationCode, &str); 1] {
+    [(code, path)]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Containers are created once.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_container_is_never_recreated_at_an_existing_path() {
+    let mut case = Case::new();
+    let narrative_path = format!("{}/narrative", case.visit_path());
+
+    // A buggy client "initialises" the activities map again: every activity would vanish.
+    let mut phone = case.phone.clone();
+    let outcome = upload_raw(&mut phone, |doc| {
+        doc.put_object(ROOT, "activities", ObjType::Map).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ContainerRecreated, "/activities"));
+
+    // Sato replaces her own narrative with a new Text instead of editing it: a concurrent
+    // amendment on another device would be lost.
+    let visit = case.visit.to_string();
+    let mut phone = case.phone.clone();
+    let outcome = upload_raw(&mut phone, |doc| {
+        let activity = obj(doc, &["activities", &visit]);
+        let text = doc.put_object(&activity, "narrative", ObjType::Text).unwrap();
+        doc.splice_text(&text, 0, 0, "書き直し").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ContainerRecreated, &narrative_path));
+
+    // Editing the narrative in place is how it is done.
+    let visit = case.visit;
+    let view =
+        assert_accepted(upload(&mut case.phone, |r| r.amend_narrative(visit, "母と面談。家計の相談あり。").unwrap()));
+    assert_eq!(view.activities[&visit].narrative, "母と面談。家計の相談あり。");
+}
+
+#[test]
+fn two_phones_adding_the_same_new_entity_concurrently_are_refused_on_merge() {
+    // A household member added on two phones under one id (a retried add restored onto a
+    // second phone) makes two objects at one key: one would silently hide the other.
+    let mut case = Case::new();
+    let mut server = case.phone.doc_mut().document().clone();
+    let mut ito_phone = case.replica_for(case.ito);
+    let grandmother = PersonId::new_random().to_string();
+
+    let heads = server.get_heads();
+    forge_person(case.phone.doc_mut(), &grandmother, "山田 ウメ");
+    case.phone.doc_mut().commit();
+    forge_person(ito_phone.doc_mut(), &grandmother, "山田 梅");
+    ito_phone.doc_mut().commit();
+    let from_sato = raw_changes(case.phone.doc_mut(), &heads);
+    let from_ito = raw_changes(ito_phone.doc_mut(), &heads);
+
+    // Each alone is a fine new member.
+    assert_accepted(apply_and_validate(&server, &from_ito, &Acting::Staff(case.ito)).map(|(_, v)| v));
+    let (after_sato, _) = apply_and_validate(&server, &from_sato, &Acting::Staff(case.sato)).unwrap();
+    server = after_sato;
+    // Once Sato's is on the server, Ito's concurrent one is refused.
+    let outcome = apply_and_validate(&server, &from_ito, &Acting::Staff(case.ito)).map(|(_, v)| v);
+    assert_refused(outcome, &one(ViolationCode::ContainerRecreated, &format!("/household/{grandmother}")));
+}
+
+#[test]
+fn two_phones_recreating_the_household_concurrently_are_refused() {
+    // Two phones each load the case and (wrongly) create `household` anew; merged, Automerge
+    // keeps two household maps at one key.
+    let mut case = Case::new();
+    let heads = case.phone.heads();
+    let mut sato_phone = case.phone.clone();
+    let mut ito_phone = case.replica_for(case.ito);
+    for phone in [&mut sato_phone, &mut ito_phone] {
+        phone.doc_mut().put_object(ROOT, "household", ObjType::Map).unwrap();
+        phone.doc_mut().commit();
+    }
+    sato_phone.merge(&mut ito_phone).unwrap();
+    let merged = sato_phone.doc_mut().document().clone();
+    assert_eq!(merged.get_all(ROOT, "household").unwrap().len(), 2, "two concurrent household maps");
+    let refused = validate_update(&merged, &heads, &Acting::Staff(case.sato)).unwrap_err();
+    // One household hides the other: the one shown is empty, so Sato's visit now names a
+    // mother the household no longer shows.
+    let met_mother = format!("{}/met_person_ids/{}", case.visit_path(), case.mother);
+    assert_refused(
+        Err(BatchError::Refused(refused)),
+        &[(ViolationCode::ContainerRecreated, "/household"), (ViolationCode::UnknownPerson, &met_mother)],
+    );
+
+    // The same two phones adding members into the one household merge fine.
+    let mut sato_phone = case.phone.clone();
+    let mut ito_phone = case.replica_for(case.ito);
+    sato_phone.add_person(NewPerson::new("山田 ウメ")).unwrap();
+    ito_phone.add_person(NewPerson::new("佐藤 一郎")).unwrap();
+    sato_phone.merge(&mut ito_phone).unwrap();
+    let merged = sato_phone.doc_mut().document().clone();
+    let view = validate_update(&merged, &heads, &Acting::Staff(case.sato)).unwrap();
+    assert_eq!(view.household.len(), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nothing is deleted.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_activity_is_voided_never_deleted() {
+    let mut case = Case::new();
+    let visit = case.visit;
+    let mut phone = case.phone.clone();
+    let outcome = upload_raw(&mut phone, |doc| {
+        let activities = obj(doc, &["activities"]);
+        doc.delete(&activities, visit.to_string()).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::DeletedEntity, &case.visit_path()));
+
+    let view = assert_accepted(upload(&mut case.phone, |r| {
+        r.void_activity(visit, "別ケースの記録だった", jst(5, 9)).unwrap()
+    }));
+    assert_eq!(view.activities[&visit].voided.as_ref().unwrap().by, case.sato.staff);
+}
+
+#[test]
+fn a_household_member_is_never_deleted() {
+    let mut case = Case::new();
+    let son = case.son;
+    let mut phone = case.phone.clone();
+    let outcome = upload_raw(&mut phone, |doc| {
+        let household = obj(doc, &["household"]);
+        doc.delete(&household, son.to_string()).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::DeletedEntity, &format!("/household/{son}")));
+
+    // Removing a concern tag or clearing a field of the member is an ordinary amendment.
+    assert_accepted(upload(&mut case.phone, |r| r.set_concern(son, ConcernTag::YoungCarer, false).unwrap()));
+    assert_accepted(upload(&mut case.phone, |r| {
+        r.amend_person(son, PersonUpdate { relation: Some(None), ..Default::default() }).unwrap()
+    }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activities belong to whoever logged them.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_counsellor_amends_only_activities_they_recorded() {
+    let mut case = Case::new();
+    let visit = case.visit.to_string();
+    let visit_path = case.visit_path();
+    let ito_phone = case.replica_for(case.ito);
+
+    // Ito adds a line to Sato's narrative.
+    let mut phone = ito_phone.clone();
+    let outcome = upload_raw(&mut phone, |doc| {
+        let text = obj(doc, &["activities", &visit, "narrative"]);
+        doc.splice_text(&text, 0, 0, "【伊藤追記】").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::NotOwnActivity, &visit_path));
+
+    // Ito changes the outcome of Sato's visit.
+    let mut phone = ito_phone.clone();
+    let outcome = upload_raw(&mut phone, |doc| {
+        let activity = obj(doc, &["activities", &visit]);
+        doc.put(&activity, "outcome", "refused").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::NotOwnActivity, &visit_path));
+
+    // Ito schedules a follow-up on Sato's visit.
+    let mut phone = ito_phone.clone();
+    let outcome = upload_raw(&mut phone, |doc| {
+        let activity = obj(doc, &["activities", &visit]);
+        doc.put(&activity, "follow_up_on", "2026-11-20").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::NotOwnActivity, &visit_path));
+
+    // Sato does the same three things to her own visit.
+    let (id, mother) = (case.visit, case.mother);
+    assert_accepted(upload(&mut case.phone, |r| r.insert_into_narrative(id, 0, "【追記】").unwrap()));
+    assert_accepted(upload(&mut case.phone, |r| {
+        r.set_visit_outcome(id, VisitOutcome::Met, &[mother, case.son]).unwrap()
+    }));
+    let view = assert_accepted(upload(&mut case.phone, |r| r.set_follow_up(id, Some(date(2026, 11, 20))).unwrap()));
+    assert_eq!(view.activities[&id].follow_up_on, Some(date(2026, 11, 20)));
+}
+
+#[test]
+fn a_new_activity_is_recorded_in_the_actors_own_name_from_their_own_device() {
+    let mut case = Case::new();
+    let ito = case.ito;
+    let sato = case.sato;
+    let mut ito_phone = case.replica_for(ito);
+
+    // Ito logs a call in Sato's name.
+    let call = ActivityId::new_random().to_string();
+    let outcome = upload_raw(&mut ito_phone.clone(), |doc| {
+        forge_call(doc, &call, sato.staff, ito.device);
+    });
+    assert_refused(outcome, &one(ViolationCode::AuthorMismatch, &format!("/activities/{call}")));
+
+    // Ito logs a call in his own name but claims Sato's phone made it.
+    let outcome = upload_raw(&mut ito_phone.clone(), |doc| {
+        forge_call(doc, &call, ito.staff, sato.device);
+    });
+    assert_refused(outcome, &one(ViolationCode::AuthorMismatch, &format!("/activities/{call}")));
+
+    // His own name, his own phone.
+    let view = assert_accepted(upload_raw(&mut ito_phone, |doc| {
+        forge_call(doc, &call, ito.staff, ito.device);
+    }));
+    assert_eq!(view.activities[&call.parse().unwrap()].recorded_by, ito.staff);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The case number is the server's.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn only_the_server_assigns_the_case_number_and_only_once() {
+    let mut case = Case::new();
+
+    // Sato's phone makes up a case number.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        doc.put(ROOT, "case_number", "2026-0001").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ServerOnlyField, "/case_number"));
+
+    // The server assigns it on first sync, with its own actor.
+    let mut server = AutoCommit::load(&case.phone.save()).unwrap().with_actor(ActorId::random());
+    let view = assert_accepted(upload_doc(&mut server, Acting::Server, |doc| {
+        doc.put(ROOT, "case_number", "2026-0001").unwrap();
+    }));
+    assert_eq!(view.case_number.map(|n| n.to_string()).as_deref(), Some("2026-0001"));
+
+    // Once assigned it never changes, not even by the server.
+    let outcome = upload_doc(&mut server.clone(), Acting::Server, |doc| {
+        doc.put(ROOT, "case_number", "2026-0002").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ImmutableField, "/case_number"));
+}
+
+#[test]
+fn the_servers_own_changes_write_nothing_but_the_case_number() {
+    let mut case = Case::new();
+    let mut server = AutoCommit::load(&case.phone.save()).unwrap().with_actor(ActorId::random());
+    let outcome = upload_doc(&mut server.clone(), Acting::Server, |doc| {
+        doc.put(ROOT, "status", "closed").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ReadOnlyRole, "/status"));
+
+    assert_accepted(upload_doc(&mut server, Acting::Server, |doc| {
+        doc.put(ROOT, "case_number", "2026-0042").unwrap();
+    }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Supervisors review and assign.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn only_supervisors_review_activities_and_in_their_own_name() {
+    let mut case = Case::new();
+    let visit = case.visit;
+    let review = ReviewId::new_random().to_string();
+    let review_path = format!("/reviews/{review}");
+
+    // Sato reviews her own visit.
+    let sato = case.sato;
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| forge_review(doc, &review, visit, sato.staff));
+    assert_refused(outcome, &one(ViolationCode::SupervisorOnly, &review_path));
+
+    // The chief writes a review signed by another supervisor.
+    let mut tablet = case.replica_for(case.chief);
+    let deputy = StaffId::new_random();
+    let outcome = upload_raw(&mut tablet.clone(), |doc| forge_review(doc, &review, visit, deputy));
+    assert_refused(outcome, &one(ViolationCode::AuthorMismatch, &review_path));
+
+    // The chief reviews in her own name, by hand or through the operation.
+    let chief = case.chief;
+    assert_accepted(upload_raw(&mut tablet.clone(), |doc| forge_review(doc, &review, visit, chief.staff)));
+    let view = assert_accepted(upload(&mut tablet, |r| {
+        r.add_review(visit, "次回は同行を検討", jst(5, 9)).unwrap();
+    }));
+    assert_eq!(view.reviews_of(&visit)[0].by, chief.staff);
+}
+
+#[test]
+fn only_supervisors_change_the_primary_assignee() {
+    let mut case = Case::new();
+    let ito = case.ito;
+    let mut ito_phone = case.replica_for(ito);
+
+    // Ito takes the case over.
+    let outcome = upload_raw(&mut ito_phone.clone(), |doc| {
+        let assignees = obj(doc, &["assignees"]);
+        doc.put(&assignees, "primary", ito.staff.to_string()).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::SupervisorOnly, "/assignees/primary"));
+
+    // Ito adds himself as another assignee.
+    let outcome = upload_raw(&mut ito_phone, |doc| {
+        let others = obj(doc, &["assignees", "others"]);
+        doc.put(&others, ito.staff.to_string(), true).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::SupervisorOnly, &format!("/assignees/others/{}", ito.staff)));
+
+    // The chief reassigns it to him.
+    let mut tablet = case.replica_for(case.chief);
+    let view = assert_accepted(upload(&mut tablet, |r| r.set_primary_assignee(ito.staff).unwrap()));
+    assert_eq!(view.assignees.primary, Some(ito.staff));
+}
+
+/// The first upload of a case Sato's phone opens and, in the same batch, assigns to `primary`.
+fn first_upload_assigning(sato: Actor, primary: StaffId) -> Outcome {
+    let mut phone = CaseReplica::open(new_case(), sato).unwrap();
+    let assignees = obj(phone.doc(), &["assignees"]);
+    phone.doc_mut().put(&assignees, "primary", primary.to_string()).unwrap();
+    phone.doc_mut().commit();
+    let raw = raw_changes(phone.doc_mut(), &[]);
+    apply_and_validate(&Automerge::new(), &raw, &Acting::Staff(sato)).map(|(_, v)| v)
+}
+
+#[test]
+fn a_counsellor_opening_a_case_assigns_it_to_themselves_only() {
+    let sato = counsellor();
+    let ito = counsellor();
+
+    // Sato's phone opens a case and names Ito primary in the same first upload: the refusal
+    // concerns the primary assignee, not the (empty, innocent) other assignees.
+    let outcome = first_upload_assigning(sato, ito.staff);
+    assert_refused(outcome, &one(ViolationCode::SupervisorOnly, "/assignees/primary"));
+
+    // Opening it as her own is fine.
+    let view = assert_accepted(first_upload_assigning(sato, sato.staff));
+    assert_eq!(view.assignees.primary, Some(sato.staff));
+}
+
+#[test]
+fn a_supervisor_opening_a_case_assigns_it_to_anyone() {
+    let sato = counsellor();
+    let ito = counsellor();
+
+    // A counsellor doing so is refused (the exact report is checked by the test above).
+    match first_upload_assigning(sato, ito.staff) {
+        Err(BatchError::Refused(violations)) => assert!(
+            violations.iter().any(|v| v.code == ViolationCode::SupervisorOnly && v.path == "/assignees/primary"),
+            "{violations:#?}"
+        ),
+        other => panic!("expected a refusal, got {other:#?}"),
+    }
+
+    // ...and naming herself is fine.
+    let view = assert_accepted(first_upload_assigning(sato, sato.staff));
+    assert_eq!(view.assignees.primary, Some(sato.staff));
+
+    // A supervisor opening a case may assign it to whoever.
+    let chief = supervisor();
+    let mut tablet = CaseReplica::open(new_case(), chief).unwrap();
+    tablet.set_primary_assignee(ito.staff).unwrap();
+    tablet.set_other_assignee(sato.staff, true).unwrap();
+    let raw = raw_changes(tablet.doc_mut(), &[]);
+    let view = apply_and_validate(&Automerge::new(), &raw, &Acting::Staff(chief)).unwrap().1;
+    assert_eq!(view.assignees.primary, Some(ito.staff));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only roles.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn meeting_tablets_and_administrators_write_nothing() {
+    let mut case = Case::new();
+    for role in [Role::MeetingTablet, Role::Administrator] {
+        let mut device = case.replica_for(with_role(role));
+        let outcome = upload_raw(&mut device.clone(), |doc| {
+            doc.put(ROOT, "status", "closed").unwrap();
+        });
+        assert_refused(outcome, &one(ViolationCode::ReadOnlyRole, "/"));
+
+        let outcome = upload_raw(&mut device.clone(), |doc| {
+            let text = obj(doc, &["household", &case.mother.to_string(), "note"]);
+            doc.splice_text(&text, 0, 0, "会議メモ").unwrap();
+        });
+        assert_refused(outcome, &one(ViolationCode::ReadOnlyRole, "/"));
+
+        // Syncing without writing (an empty batch) is what these devices do, and it is fine.
+        let before = device.doc_mut().document().clone();
+        let (_, view) = apply_and_validate(&before, &[], &Acting::Staff(*device.actor())).unwrap();
+        assert_eq!(view.activities.len(), 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schema of the result.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn enum_values_come_from_their_closed_lists() {
+    let mut case = Case::new();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        doc.put(ROOT, "status", "on_holiday").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::InvalidEnum, "/status"));
+
+    let view = assert_accepted(upload(&mut case.phone, |r| r.set_status(CaseStatus::Suspended).unwrap()));
+    assert_eq!(view.status, CaseStatus::Suspended);
+}
+
+#[test]
+fn dates_are_real_dates_and_instants_carry_an_offset() {
+    // A phone opens a case dated 30 February.
+    let sato = counsellor();
+    let mut phone = CaseReplica::open(new_case(), sato).unwrap();
+    phone.doc_mut().put(ROOT, "opened_on", "2026-02-30").unwrap();
+    phone.doc_mut().commit();
+    let raw = raw_changes(phone.doc_mut(), &[]);
+    let outcome = apply_and_validate(&Automerge::new(), &raw, &Acting::Staff(sato)).map(|(_, v)| v);
+    assert_refused(outcome, &one(ViolationCode::InvalidDate, "/opened_on"));
+
+    let mut case = Case::new();
+    let visit = case.visit.to_string();
+    // A follow-up on 30 February.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let activity = obj(doc, &["activities", &visit]);
+        doc.put(&activity, "follow_up_on", "2026-02-30").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::InvalidDate, &format!("{}/follow_up_on", case.visit_path())));
+
+    // A call whose start has no offset: which time zone?
+    let sato = case.sato;
+    let call = ActivityId::new_random().to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let a = forge_call(doc, &call, sato.staff, sato.device);
+        doc.put(&a, "started_at", "2026-11-04T10:00:00").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::InvalidDate, &format!("/activities/{call}/started_at")));
+
+    // The same with real values.
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        let activity = obj(doc, &["activities", &visit]);
+        doc.put(&activity, "follow_up_on", "2026-02-28").unwrap();
+        let a = forge_call(doc, &call, sato.staff, sato.device);
+        doc.put(&a, "started_at", "2026-11-04T10:00:00+09:00").unwrap();
+    }));
+}
+
+#[test]
+fn entities_are_keyed_by_canonical_ids() {
+    let mut case = Case::new();
+    let sato = case.sato;
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_call(doc, "call-1", sato.staff, sato.device);
+    });
+    assert_refused(outcome, &one(ViolationCode::InvalidId, "/activities/call-1"));
+
+    // An upper-case UUID is a second spelling of one id: refused too.
+    let id = ActivityId::new_random().to_string();
+    let upper = id.to_uppercase();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_call(doc, &upper, sato.staff, sato.device);
+    });
+    assert_refused(outcome, &one(ViolationCode::InvalidId, &format!("/activities/{upper}")));
+
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        forge_call(doc, &id, sato.staff, sato.device);
+    }));
+}
+
+#[test]
+fn values_have_their_schema_type() {
+    let mut case = Case::new();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        doc.put(ROOT, "status", 3).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::WrongType, "/status"));
+
+    let mother = case.mother.to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let person = obj(doc, &["household", &mother]);
+        doc.put(&person, "is_subject", "yes").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::WrongType, &format!("/household/{mother}/is_subject")));
+
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        doc.put(ROOT, "status", "outreach").unwrap();
+        let person = obj(doc, &["household", &mother]);
+        doc.put(&person, "is_subject", true).unwrap();
+    }));
+}
+
+#[test]
+fn fields_unknown_to_the_schema_are_refused() {
+    let mut case = Case::new();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        doc.put(ROOT, "nickname", "やまちゃん").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::UnknownField, "/nickname"));
+
+    // `agency` belongs to accompaniments and coordinations, not to a visit.
+    let visit = case.visit.to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let activity = obj(doc, &["activities", &visit]);
+        doc.put(&activity, "agency", "school").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::UnknownField, &format!("{}/agency", case.visit_path())));
+
+    // A known optional field of the visit's kind is fine.
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        let activity = obj(doc, &["activities", &visit]);
+        doc.put(&activity, "ended_at", "2026-11-04T11:00:00+09:00").unwrap();
+    }));
+}
+
+#[test]
+fn required_fields_are_present() {
+    let mut case = Case::new();
+    let sato = case.sato;
+
+    // An activity without a kind.
+    let id = ActivityId::new_random().to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_activity(doc, &id, None, sato.staff, sato.device);
+    });
+    assert_refused(outcome, &one(ViolationCode::MissingField, &format!("/activities/{id}/kind")));
+
+    // A visit without an outcome.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_visit(doc, &id, &sato, None, &[]);
+    });
+    assert_refused(outcome, &one(ViolationCode::MissingField, &format!("/activities/{id}/outcome")));
+
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        forge_visit(doc, &id, &sato, Some("not_home"), &[]);
+    }));
+}
+
+#[test]
+fn a_visit_meets_only_members_of_the_household() {
+    let mut case = Case::new();
+    let sato = case.sato;
+    let id = ActivityId::new_random().to_string();
+    let stranger = PersonId::new_random().to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_visit(doc, &id, &sato, Some("met"), std::slice::from_ref(&stranger));
+    });
+    assert_refused(outcome, &one(ViolationCode::UnknownPerson, &format!("/activities/{id}/met_person_ids/{stranger}")));
+
+    let son = case.son.to_string();
+    let view = assert_accepted(upload_raw(&mut case.phone, |doc| {
+        forge_visit(doc, &id, &sato, Some("met"), &[son]);
+    }));
+    assert_eq!(view.activities.len(), 2);
+}
+
+#[test]
+fn a_visit_that_met_the_household_names_whom_it_met() {
+    let mut case = Case::new();
+    let sato = case.sato;
+    let id = ActivityId::new_random().to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_visit(doc, &id, &sato, Some("met"), &[]);
+    });
+    assert_refused(outcome, &one(ViolationCode::Inconsistent, &format!("/activities/{id}/met_person_ids")));
+
+    // Nobody home: nobody met.
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        forge_visit(doc, &id, &sato, Some("not_home"), &[]);
+    }));
+}
+
+/// The phone's operation refuses a "not home" visit that names people met, but the validator
+/// accepts such a state on purpose: two devices of one counsellor may change a visit's outcome
+/// and its met persons concurrently, and refusing the merged result would quarantine a
+/// legitimate offline edit. Only "met with nobody named" is refused.
+#[test]
+fn a_visit_names_people_met_only_when_it_met_someone() {
+    let mut case = Case::new();
+    let sato = case.sato;
+    let id = ActivityId::new_random().to_string();
+    let son = case.son.to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_visit(doc, &id, &sato, Some("not_home"), std::slice::from_ref(&son));
+    });
+    assert_accepted(outcome);
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_visit(doc, &id, &sato, Some("met"), &[]);
+    });
+    assert_refused(outcome, &one(ViolationCode::Inconsistent, &format!("/activities/{id}/met_person_ids")));
+
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        forge_visit(doc, &id, &sato, Some("met"), &[son]);
+    }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sizes.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_narrative_is_bounded() {
+    let mut case = Case::new();
+    let max = Limits::DEFAULT.long_text_chars;
+    let visit = case.visit.to_string();
+    let len = case.phone.view().unwrap().activities[&case.visit].narrative.chars().count();
+
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let text = obj(doc, &["activities", &visit, "narrative"]);
+        doc.splice_text(&text, len, 0, &"あ".repeat(max + 1 - len)).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::TooLong, &format!("{}/narrative", case.visit_path())));
+
+    let view = assert_accepted(upload_raw(&mut case.phone, |doc| {
+        let text = obj(doc, &["activities", &visit, "narrative"]);
+        doc.splice_text(&text, len, 0, &"あ".repeat(max - len)).unwrap();
+    }));
+    assert_eq!(view.activities[&case.visit].narrative.chars().count(), max);
+}
+
+#[test]
+fn a_household_is_bounded() {
+    let mut case = Case::new();
+    let max = Limits::DEFAULT.household_members;
+    for i in 2..max - 1 {
+        case.phone.add_person(NewPerson::new(format!("同居人 {i}"))).unwrap();
+    }
+    // The last member allowed.
+    let view = assert_accepted(upload(&mut case.phone, |r| {
+        r.add_person(NewPerson::new("同居人 最後")).unwrap();
+    }));
+    assert_eq!(view.household.len(), max);
+
+    // One more, written by hand since the operation refuses it.
+    let outcome = upload_raw(&mut case.phone, |doc| {
+        forge_person(doc, &PersonId::new_random().to_string(), "一人多い");
+    });
+    assert_refused(outcome, &one(ViolationCode::TooMany, "/household"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// What is fixed once written.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_activitys_kind_and_author_are_fixed() {
+    let mut case = Case::new();
+    // A coordination can be turned into an accompaniment without breaking the schema: only
+    // the change of kind itself is wrong.
+    let coordination = case
+        .phone
+        .log_activity(NewActivity::new(
+            jst(6, 14),
+            Place::Agency,
+            ActivityDetails::Coordination { agency: "school".into() },
+        ))
+        .unwrap();
+    let id = coordination.to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let activity = obj(doc, &["activities", &id]);
+        doc.put(&activity, "kind", "accompaniment").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ImmutableField, &format!("/activities/{id}/kind")));
+
+    // Sato hands her visit to Ito by rewriting its author.
+    let visit = case.visit.to_string();
+    let ito = case.ito;
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let activity = obj(doc, &["activities", &visit]);
+        doc.put(&activity, "recorded_by", ito.staff.to_string()).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ImmutableField, &format!("{}/recorded_by", case.visit_path())));
+
+    // Other fields of her own activity she may change.
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        let activity = obj(doc, &["activities", &id]);
+        doc.put(&activity, "place", "office").unwrap();
+        doc.put(&activity, "agency", "hello_work").unwrap();
+    }));
+}
+
+#[test]
+fn a_cases_municipality_is_fixed() {
+    let mut case = Case::new();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        doc.put(ROOT, "municipality", "131016").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ImmutableField, "/municipality"));
+
+    let view = assert_accepted(upload(&mut case.phone, |r| r.set_area("north-3").unwrap()));
+    assert_eq!(view.area.as_deref(), Some("north-3"));
+}
+
+#[test]
+fn a_void_is_final() {
+    let mut case = Case::new();
+    let visit = case.visit;
+    assert_accepted(upload(&mut case.phone, |r| r.void_activity(visit, "重複登録", jst(5, 9)).unwrap()));
+    let id = visit.to_string();
+    let voided_path = format!("{}/voided", case.visit_path());
+
+    // Un-voiding: Sato clears the void.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let voided = obj(doc, &["activities", &id, "voided"]);
+        for key in ["by", "at", "reason"] {
+            doc.delete(&voided, key).unwrap();
+        }
+    });
+    assert_refused(outcome, &one(ViolationCode::ImmutableField, &voided_path));
+
+    // Re-voiding: Sato changes the reason.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let voided = obj(doc, &["activities", &id, "voided"]);
+        doc.put(&voided, "reason", "入力ミス").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ImmutableField, &voided_path));
+
+    // Not even a supervisor re-voids.
+    let chief = case.chief;
+    let outcome = upload_raw(&mut case.replica_for(chief), |doc| {
+        let voided = obj(doc, &["activities", &id, "voided"]);
+        doc.put(&voided, "by", chief.staff.to_string()).unwrap();
+        doc.put(&voided, "reason", "管理者判断").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ImmutableField, &voided_path));
+
+    // The voided activity stays, and a supervisor may still review it.
+    let mut tablet = case.replica_for(chief);
+    let view = assert_accepted(upload(&mut tablet, |r| {
+        r.add_review(visit, "取消を確認", jst(6, 9)).unwrap();
+    }));
+    assert!(view.activities[&visit].voided.is_some());
+}
+
+#[test]
+fn only_the_author_or_a_supervisor_voids_an_activity() {
+    let mut case = Case::new();
+    let id = case.visit.to_string();
+    let voided_path = format!("{}/voided", case.visit_path());
+    let void_as = |by: StaffId| {
+        let id = id.clone();
+        move |doc: &mut AutoCommit| {
+            let voided = obj(doc, &["activities", &id, "voided"]);
+            doc.put(&voided, "by", by.to_string()).unwrap();
+            doc.put(&voided, "at", "2026-11-05T09:00:00+09:00").unwrap();
+            doc.put(&voided, "reason", "重複登録").unwrap();
+        }
+    };
+
+    // Ito voids Sato's visit.
+    let ito = case.ito;
+    let outcome = upload_raw(&mut case.replica_for(ito), void_as(ito.staff));
+    assert_refused(outcome, &one(ViolationCode::NotOwnActivity, &voided_path));
+
+    // Sato voids her own visit, but signs the void with the chief's name.
+    let chief = case.chief;
+    let outcome = upload_raw(&mut case.phone.clone(), void_as(chief.staff));
+    assert_refused(outcome, &one(ViolationCode::AuthorMismatch, &voided_path));
+
+    // Sato in her own name, or the chief in his.
+    assert_accepted(upload_raw(&mut case.phone.clone(), void_as(case.sato.staff)));
+    let visit = case.visit;
+    let mut tablet = case.replica_for(chief);
+    let view = assert_accepted(upload(&mut tablet, |r| r.void_activity(visit, "重複登録", jst(5, 9)).unwrap()));
+    assert_eq!(view.activities[&visit].voided.as_ref().unwrap().by, chief.staff);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authorship and the batch itself.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn changes_authored_by_another_actor_are_refused() {
+    let mut case = Case::new();
+
+    // Sato's phone writes with another device's actor id: history in someone else's name.
+    let other_device = DeviceId::new_random();
+    let mut phone = case.phone.clone();
+    phone.doc_mut().set_actor(random_device_actor(&other_device));
+    let outcome = upload(&mut phone, |r| r.set_status(CaseStatus::Outreach).unwrap());
+    assert_refused(outcome, &one(ViolationCode::ForeignActor, "/"));
+
+    // Or with a random actor id that is no device's at all.
+    let mut phone = case.phone.clone();
+    phone.doc_mut().set_actor(ActorId::random());
+    let outcome = upload(&mut phone, |r| r.set_status(CaseStatus::Outreach).unwrap());
+    assert_refused(outcome, &one(ViolationCode::ForeignActor, "/"));
+
+    // A fresh actor id of her own device (say, after reinstalling the app) is hers.
+    let mut phone = case.phone.clone();
+    phone.doc_mut().set_actor(random_device_actor(&case.sato.device));
+    assert_accepted(upload(&mut phone, |r| r.set_status(CaseStatus::Outreach).unwrap()));
+    assert_accepted(upload(&mut case.phone, |r| r.set_status(CaseStatus::Outreach).unwrap()));
+}
+
+#[test]
+fn corrupt_change_bytes_are_refused() {
+    let mut case = Case::new();
+    let before = case.phone.doc_mut().document().clone();
+    let heads = before.get_heads();
+    case.phone.set_status(CaseStatus::Outreach).unwrap();
+    let good = raw_changes(case.phone.doc_mut(), &heads);
+    let acting = Acting::Staff(case.sato);
+
+    let garbage = b"not an automerge change".to_vec();
+    assert!(matches!(apply_and_validate(&before, &[garbage], &acting), Err(BatchError::Corrupt { index: 0, .. })));
+
+    let truncated = good[0][..good[0].len() - 5].to_vec();
+    let batch = vec![good[0].clone(), truncated];
+    assert!(matches!(apply_and_validate(&before, &batch, &acting), Err(BatchError::Corrupt { index: 1, .. })));
+
+    // A flipped byte in the body no longer matches the change's checksum.
+    let mut flipped = good[0].clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0xff;
+    assert!(matches!(apply_and_validate(&before, &[flipped], &acting), Err(BatchError::Corrupt { index: 0, .. })));
+
+    assert!(apply_and_validate(&before, &good, &acting).is_ok());
+}
+
+#[test]
+fn a_batch_missing_its_dependencies_is_refused() {
+    let mut case = Case::new();
+    let before = case.phone.doc_mut().document().clone();
+    let heads = before.get_heads();
+    case.phone.set_status(CaseStatus::Outreach).unwrap();
+    case.phone.set_area("north-3").unwrap();
+    let changes = case.phone.changes_since(&heads);
+    assert_eq!(changes.len(), 2);
+    let acting = Acting::Staff(case.sato);
+
+    // Only the second change arrives.
+    let second = vec![changes[1].raw_bytes().to_vec()];
+    match apply_and_validate(&before, &second, &acting) {
+        Err(BatchError::MissingDependencies(missing)) => assert_eq!(missing, vec![changes[0].hash()]),
+        other => panic!("expected missing dependencies, got {other:#?}"),
+    }
+
+    // Both, in order.
+    let both: Vec<Vec<u8>> = changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
+    let (_, view) = apply_and_validate(&before, &both, &acting).unwrap();
+    assert_eq!(view.area.as_deref(), Some("north-3"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A case's first upload.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_phones_first_upload_opens_the_case() {
+    let sato = counsellor();
+    let mut phone = CaseReplica::open(new_case(), sato).unwrap();
+    let visit = phone
+        .log_activity(NewActivity::new(
+            jst(4, 10),
+            Place::Home,
+            ActivityDetails::Visit {
+                outcome: VisitOutcome::NotHome,
+                met_person_ids: Default::default(),
+                letter_left: true,
+            },
+        ))
+        .unwrap();
+    // Offline until now: everything since the case was opened goes up at once.
+    let raw = raw_changes(phone.doc_mut(), &[]);
+    assert_eq!(raw.len(), 2);
+    let (server, view) = apply_and_validate(&Automerge::new(), &raw, &Acting::Staff(sato)).unwrap();
+    assert_eq!(server.get_heads(), phone.heads());
+    assert_eq!(view.case_id, phone.case_id().unwrap());
+    assert_eq!(view.activities[&visit].recorded_by, sato.staff);
+    assert_eq!(view.household.len(), 2);
+}
+
+#[test]
+fn a_document_that_is_not_a_case_is_refused() {
+    let sato = counsellor();
+    let acting = Acting::Staff(sato);
+
+    // An empty document.
+    let refused = validate_update(&Automerge::new(), &[], &acting).unwrap_err();
+    let codes: Vec<(ViolationCode, &str)> = refused.iter().map(|v| (v.code, v.path.as_str())).collect();
+    assert!(codes.contains(&(ViolationCode::NotACase, "/case_id")), "{refused:#?}");
+    assert!(codes.contains(&(ViolationCode::NotACase, "/schema")), "{refused:#?}");
+
+    // A first upload that writes a status into nothing.
+    let mut doc = AutoCommit::new().with_actor(random_device_actor(&sato.device));
+    let outcome = upload_doc(&mut doc, acting, |doc| {
+        doc.put(ROOT, "status", "intake").unwrap();
+    });
+    match outcome {
+        Err(BatchError::Refused(violations)) => {
+            assert!(
+                violations.iter().any(|v| v.code == ViolationCode::NotACase && v.path == "/case_id"),
+                "{violations:#?}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:#?}"),
+    }
+
+    // A case opened without its id (by a supervisor's tablet: see the next test).
+    assert_refused(first_upload_without_case_id(supervisor()), &one(ViolationCode::NotACase, "/case_id"));
+}
+
+/// The first upload of a case `actor` opens and then removes the id of.
+fn first_upload_without_case_id(actor: Actor) -> Outcome {
+    let mut phone = CaseReplica::open(new_case(), actor).unwrap();
+    phone.doc_mut().delete(ROOT, "case_id").unwrap();
+    phone.doc_mut().commit();
+    let raw = raw_changes(phone.doc_mut(), &[]);
+    apply_and_validate(&Automerge::new(), &raw, &Acting::Staff(actor)).map(|(_, v)| v)
+}
+
+#[test]
+fn a_counsellors_case_opened_without_its_id_is_refused_only_as_not_a_case() {
+    assert_refused(first_upload_without_case_id(counsellor()), &one(ViolationCode::NotACase, "/case_id"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Everything the field operations do is accepted.
+// ---------------------------------------------------------------------------------------------
+
+/// The server's copy of a case, receiving uploads from replicas that are in sync with it.
+struct Server(Automerge);
+
+impl Server {
+    /// Performs `op` on `replica`, uploads what it wrote and insists it is accepted.
+    #[track_caller]
+    fn accepts<T>(&mut self, replica: &mut CaseReplica, op: impl FnOnce(&mut CaseReplica) -> T) -> T {
+        let since = self.0.get_heads();
+        let out = op(replica);
+        let raw = raw_changes(replica.doc_mut(), &since);
+        assert_eq!(raw.len(), 1, "each operation makes one change");
+        match apply_and_validate(&self.0, &raw, &Acting::Staff(*replica.actor())) {
+            Ok((after, _)) => self.0 = after,
+            Err(e) => panic!("the server refused an operation's change: {e:#?}"),
+        }
+        out
+    }
+}
+
+#[test]
+fn every_field_operation_is_accepted_for_an_authorised_actor() {
+    let sato = counsellor();
+    let chief = supervisor();
+    let mut phone = CaseReplica::open(new_case(), sato).unwrap();
+    let mut server = Server(Automerge::new());
+    let raw = raw_changes(phone.doc_mut(), &[]);
+    server.0 = apply_and_validate(&server.0, &raw, &Acting::Staff(sato)).unwrap().0;
+
+    // The counsellor's day.
+    let mother = *phone.view().unwrap().household.keys().next().unwrap();
+    let grandfather = server.accepts(&mut phone, |r| {
+        let mut p = NewPerson::new("山田 一郎");
+        p.relation = Some(Relation::Grandfather);
+        p.birth_date = Some(date(1948, 5, 3));
+        r.add_person(p).unwrap()
+    });
+    server.accepts(&mut phone, |r| {
+        let update = PersonUpdate {
+            kana: Some(Some("やまだ いちろう".into())),
+            sex: Some(Some(crate::document::Sex::Listed(SexKind::Male))),
+            ..Default::default()
+        };
+        r.amend_person(grandfather, update).unwrap()
+    });
+    server.accepts(&mut phone, |r| r.set_concern(grandfather, ConcernTag::Dementia, true).unwrap());
+    server.accepts(&mut phone, |r| r.set_concern(grandfather, ConcernTag::Dementia, false).unwrap());
+    server.accepts(&mut phone, |r| r.set_other_concern(mother, Some("ペットの世話")).unwrap());
+    server.accepts(&mut phone, |r| r.set_other_concern(mother, None).unwrap());
+    server.accepts(&mut phone, |r| r.amend_person_note(mother, "昼間は在宅が多い").unwrap());
+    server.accepts(&mut phone, |r| r.amend_person_note(mother, "平日の昼間は在宅が多い").unwrap());
+    server.accepts(&mut phone, |r| {
+        r.amend_person(grandfather, PersonUpdate { kana: Some(None), ..Default::default() }).unwrap()
+    });
+
+    let kinds = vec![
+        ActivityDetails::Visit {
+            outcome: VisitOutcome::NotHome,
+            met_person_ids: Default::default(),
+            letter_left: true,
+        },
+        ActivityDetails::LetterLeft {
+            items: [LetterItem::Letter, LetterItem::Card].into(),
+            left_at: LetterPlace::Mailbox,
+            reply_received_on: None,
+        },
+        ActivityDetails::ContactAttempt { channel: ContactChannel::Phone, outcome: ContactOutcome::MessageLeft },
+        ActivityDetails::Accompaniment {
+            agency: "hello_work".into(),
+            purpose: "求職登録".into(),
+            outcome: "登録済".into(),
+        },
+        ActivityDetails::Information { information: "子ども食堂の案内".into(), interest: String::new() },
+        ActivityDetails::Consultation {
+            mode: ConsultationMode::Phone,
+            topics: [ConsultationTopic::Finances, ConsultationTopic::Debt].into(),
+        },
+        ActivityDetails::Coordination { agency: "school".into() },
+    ];
+    let mut logged = Vec::new();
+    for (i, details) in kinds.into_iter().enumerate() {
+        let start = jst(4, 9 + i as u32);
+        let activity = NewActivity::new(start, Place::Home, details)
+            .ending_at(start + chrono::Duration::minutes(30))
+            .with_narrative("経過記録")
+            .with_follow_up(date(2026, 11, 20));
+        logged.push(server.accepts(&mut phone, |r| r.log_activity(activity).unwrap()));
+    }
+    let (visit, letter, call) = (logged[0], logged[1], logged[2]);
+    server.accepts(&mut phone, |r| r.amend_narrative(visit, "不在。玄関に手紙を残した。").unwrap());
+    server.accepts(&mut phone, |r| r.insert_into_narrative(visit, 0, "【訂正】").unwrap());
+    server.accepts(&mut phone, |r| r.set_follow_up(visit, Some(date(2026, 11, 11))).unwrap());
+    server.accepts(&mut phone, |r| r.set_follow_up(call, None).unwrap());
+    server.accepts(&mut phone, |r| r.set_visit_outcome(visit, VisitOutcome::Met, &[mother, grandfather]).unwrap());
+    server.accepts(&mut phone, |r| r.set_visit_outcome(visit, VisitOutcome::MetOther, &[]).unwrap());
+    server.accepts(&mut phone, |r| r.record_letter_reply(letter, date(2026, 11, 9)).unwrap());
+    server.accepts(&mut phone, |r| r.void_activity(call, "別ケースの記録だった", jst(5, 9)).unwrap());
+    server.accepts(&mut phone, |r| r.set_status(CaseStatus::Outreach).unwrap());
+    server.accepts(&mut phone, |r| r.set_area("north-3").unwrap());
+    server.accepts(&mut phone, |r| {
+        r.record_consent(ConsentState::Obtained, date(2026, 11, 9), Some(ConsentMethod::Written)).unwrap()
+    });
+    server.accepts(&mut phone, |r| r.record_consent(ConsentState::Withdrawn, date(2026, 11, 10), None).unwrap());
+
+    // The supervisor's review of it, on the office tablet.
+    let mut tablet = CaseReplica::load(&server.0.save(), chief).unwrap();
+    let review = server.accepts(&mut tablet, |r| r.add_review(visit, "次回は同行を検討", jst(6, 9)).unwrap());
+    let ito = StaffId::new_random();
+    server.accepts(&mut tablet, |r| r.set_other_assignee(ito, true).unwrap());
+    server.accepts(&mut tablet, |r| r.set_primary_assignee(ito).unwrap());
+    server.accepts(&mut tablet, |r| r.set_other_assignee(ito, false).unwrap());
+    server.accepts(&mut tablet, |r| r.set_other_assignee(sato.staff, true).unwrap());
+    server.accepts(&mut tablet, |r| r.void_activity(letter, "重複登録", jst(6, 10)).unwrap());
+    server.accepts(&mut tablet, |r| r.set_status(CaseStatus::Supporting).unwrap());
+
+    // The counsellor's phone catches up and keeps working.
+    let news = tablet.changes_since(&phone.heads());
+    phone.apply_changes(news).unwrap();
+    assert_eq!(phone.heads(), server.0.get_heads());
+    server.accepts(&mut phone, |r| r.amend_narrative(visit, "【訂正】不在。玄関に手紙を残した。同行を検討。").unwrap());
+
+    let view = crate::document::read_case(&server.0).view.unwrap();
+    assert_eq!(view.activities.len(), 7);
+    assert_eq!(view.reviews_of(&visit)[0].id, review);
+    assert_eq!(view.assignees.primary, Some(ito));
+    assert_eq!(view.assignees.others, [sato.staff].into());
+    assert_eq!(view.activities[&letter].voided.as_ref().unwrap().by, chief.staff);
+    assert_eq!(view.activities[&call].voided.as_ref().unwrap().by, sato.staff);
+    assert_eq!(view.consent.state, ConsentState::Withdrawn);
+    assert!(view.conflicts.is_empty());
+}
