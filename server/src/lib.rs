@@ -5,8 +5,17 @@
 //! supervisors' API reads, and `POST /v1/sync`, which checks every uploaded change with
 //! [`tsunagi_sync::validation`] before it becomes part of the central case record.
 //!
-//! This version holds no server code yet: the case document, its validation and the wire
-//! types it will serve live in `tsunagi-sync`, which this crate re-exports so that server
-//! code and tests name one version of them.
+//! - [`startup::Application`]: build (connect, migrate, bind) and run.
+//! - [`config::Settings`]: configuration from the environment and a file; no default secret.
+//! - [`store`]: the database, both backends, one code base.
+//! - [`error::ApiFailure`]: every error a client can see, with its stable code.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod startup;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use tsunagi_sync;

@@ -1,0 +1,17 @@
+DROP TABLE login_attempts;
+DROP TABLE quarantine;
+DROP TABLE audit_log;
+DROP TABLE device_cases;
+DROP TABLE assignments;
+DROP TABLE activities;
+DROP TABLE persons;
+DROP TABLE cases;
+DROP TABLE case_number_counters;
+DROP TABLE changes;
+DROP TABLE documents;
+DROP TABLE refresh_tokens;
+DROP TABLE devices;
+DROP TABLE staff;
+DROP TABLE organisations;
+DROP TABLE areas;
+DROP TABLE municipalities;

@@ -1,0 +1,318 @@
+//! Storage: one code base over PostgreSQL (production) and SQLite (the embedded default).
+//!
+//! - [`Database`] owns a connection pool of [`DbConnection`]s, each either PostgreSQL or
+//!   SQLite, chosen by the database URL (`postgres://…` or `sqlite://path`), never guessed.
+//! - [`Database::migrate`] applies the migrations embedded from `migrations/postgres` or
+//!   `migrations/sqlite`.
+//! - [`Database::write`] runs a closure in a write transaction: `BEGIN IMMEDIATE` on SQLite
+//!   (one writer at a time, taken up front so it never fails half-way on a lock upgrade),
+//!   an ordinary transaction on PostgreSQL, where rows are locked explicitly
+//!   (`SELECT … FOR UPDATE`) by the code that needs it. Nothing is acknowledged to a client
+//!   before the transaction commits; SQLite runs in WAL mode with `synchronous=FULL`, so a
+//!   commit is durable.
+//!
+//! Queries live next to the tables they touch, in the submodules.
+
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::pg::PgConnection;
+use diesel::r2d2::{self, ManageConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+
+/// A connection to either backend. Query code is written once against this type.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    /// PostgreSQL.
+    Pg(PgConnection),
+    /// SQLite.
+    Sqlite(SqliteConnection),
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A PostgreSQL connection URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    /// Parses `postgres://…`, `postgresql://…` or `sqlite://PATH` (also `sqlite:PATH`).
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"));
+        match path {
+            Some(path) if !path.is_empty() => Ok(Self::Sqlite(PathBuf::from(path))),
+            _ => Err(StoreError::Url),
+        }
+    }
+
+    /// The backend's name, for logs (never the URL: it may hold a password).
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgresql",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// Storage failures. Mapped to HTTP 503 (unavailable) or 500 by the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL has neither form.
+    #[error("the database URL must start with postgres://, postgresql:// or sqlite://")]
+    Url,
+    /// The database cannot be reached (connection refused, pool exhausted, file locked).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// Migrations failed.
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    /// Stored data does not decode (a bug or a damaged database).
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+}
+
+impl From<r2d2::PoolError> for StoreError {
+    fn from(e: r2d2::PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Opens connections for the pool, of the backend the URL names (never guessing).
+#[derive(Debug)]
+pub struct Manager {
+    url: DatabaseUrl,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => {
+                PgConnection::establish(url).map(DbConnection::Pg).map_err(r2d2::Error::ConnectionError)
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.to_str().ok_or_else(|| {
+                    r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(
+                        "the SQLite path is not valid UTF-8".into(),
+                    ))
+                })?;
+                let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                     PRAGMA busy_timeout = 10000;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+/// A connection borrowed from the pool; returned when dropped.
+pub type PooledConnection = r2d2::PooledConnection<Manager>;
+
+/// The database: a pool of connections to one backend.
+#[derive(Clone)]
+pub struct Database {
+    pool: r2d2::Pool<Manager>,
+    backend: &'static str,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("backend", &self.backend).finish()
+    }
+}
+
+impl Database {
+    /// Connects (lazily: the pool opens connections as needed). A SQLite file and its
+    /// directory are created if missing.
+    pub fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
+        if let DatabaseUrl::Sqlite(path) = url {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        // SQLite has one writer anyway; a few readers share the file.
+        let size = match url {
+            DatabaseUrl::Sqlite(_) => max_connections.clamp(1, 8),
+            DatabaseUrl::Postgres(_) => max_connections.max(1),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(10))
+            .build_unchecked(Manager { url: url.clone() });
+        Ok(Self { pool, backend: url.backend() })
+    }
+
+    /// `"postgresql"` or `"sqlite"`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// A connection from the pool.
+    pub fn conn(&self) -> Result<PooledConnection, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Applies pending migrations; returns the names of those applied.
+    pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn()?;
+        let applied = match &mut *conn {
+            DbConnection::Pg(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+            DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+        }
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
+        Ok(applied.into_iter().map(|m| m.to_string()).collect())
+    }
+
+    /// Whether the database answers.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.batch_execute("SELECT 1")?;
+        Ok(())
+    }
+
+    /// Runs `f` in a write transaction and commits; rolls back if `f` fails.
+    pub fn write<T, E>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.conn()?;
+        write_transaction(&mut conn, f)
+    }
+
+    /// Runs `f` on a connection, outside any explicit transaction.
+    pub fn read<T, E>(&self, f: impl FnOnce(&mut DbConnection) -> Result<T, E>) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.conn()?;
+        f(&mut conn)
+    }
+}
+
+/// Runs `f` in a write transaction on `conn` (`BEGIN IMMEDIATE` on SQLite).
+pub fn write_transaction<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<StoreError>,
+{
+    let begun = match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE"),
+        DbConnection::Pg(c) => AnsiTransactionManager::begin_transaction(c),
+    };
+    begun.map_err(|e| E::from(StoreError::Unavailable(e.to_string())))?;
+    match f(conn) {
+        Ok(value) => {
+            let committed = match conn {
+                DbConnection::Sqlite(c) => AnsiTransactionManager::commit_transaction(c),
+                DbConnection::Pg(c) => AnsiTransactionManager::commit_transaction(c),
+            };
+            match committed {
+                Ok(()) => Ok(value),
+                Err(e) => {
+                    rollback(conn);
+                    Err(E::from(StoreError::Query(e)))
+                }
+            }
+        }
+        Err(e) => {
+            rollback(conn);
+            Err(e)
+        }
+    }
+}
+
+fn rollback(conn: &mut DbConnection) {
+    let result = match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::rollback_transaction(c),
+        DbConnection::Pg(c) => AnsiTransactionManager::rollback_transaction(c),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "rollback failed; the connection will be discarded by the pool");
+    }
+}
+
+/// The default SQLite database when nothing is configured: `tsunagi-data/tsunagi.sqlite3`
+/// under `dir`.
+pub fn default_sqlite_path(dir: &Path) -> PathBuf {
+    dir.join("tsunagi-data").join("tsunagi.sqlite3")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite() -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("nested/dir/t.sqlite3"));
+        let db = Database::connect(&url, 4).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn urls_name_their_backend_explicitly() {
+        assert_eq!(DatabaseUrl::parse("sqlite://a/b.db").unwrap(), DatabaseUrl::Sqlite("a/b.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:b.db").unwrap(), DatabaseUrl::Sqlite("b.db".into()));
+        assert!(matches!(DatabaseUrl::parse("postgresql://u@h/d").unwrap(), DatabaseUrl::Postgres(_)));
+        for bad in ["", "b.db", "mysql://x", "sqlite://", "postgress://x"] {
+            assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sqlite_migrates_once_in_wal_mode_and_rolls_back_failed_writes() {
+        let (_dir, db) = sqlite();
+        assert!(!db.migrate().unwrap().is_empty());
+        assert!(db.migrate().unwrap().is_empty(), "migrations apply once");
+        let result: Result<(), StoreError> = db.write(|c| {
+            c.batch_execute(
+                "INSERT INTO municipalities (code, name, created_at) VALUES ('122173', '柏市', '2026-11-23 00:00:00')",
+            )?;
+            Err(StoreError::Corrupt("abandon".into()))
+        });
+        assert!(result.is_err());
+        db.write(|c| -> Result<(), StoreError> {
+            c.batch_execute("INSERT INTO municipalities (code, name, created_at) VALUES ('122203', '流山市', '2026-11-23 00:00:00')")?;
+            Ok(())
+        })
+        .unwrap();
+        use diesel::prelude::*;
+        let mut conn = db.conn().unwrap();
+        let codes: Vec<String> =
+            schema::municipalities::table.select(schema::municipalities::code).load(&mut *conn).unwrap();
+        assert_eq!(codes, vec!["122203".to_owned()]);
+    }
+}

@@ -1,0 +1,213 @@
+//! The tables, as diesel sees them. One schema for both backends: the migrations in
+//! `migrations/postgres` and `migrations/sqlite` create the same columns with these types.
+
+diesel::table! {
+    municipalities (code) {
+        code -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    areas (id) {
+        id -> Text,
+        municipality -> Text,
+        code -> Text,
+        name -> Text,
+    }
+}
+
+diesel::table! {
+    organisations (id) {
+        id -> Text,
+        name -> Text,
+        kind -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    staff (id) {
+        id -> Text,
+        login -> Text,
+        display_name -> Text,
+        role -> Text,
+        organisation_id -> Text,
+        municipality -> Text,
+        area -> Nullable<Text>,
+        password_hash -> Text,
+        active -> Bool,
+        failed_logins -> Integer,
+        locked_until -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    devices (id) {
+        id -> Text,
+        staff_id -> Text,
+        label -> Text,
+        registered_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Text,
+        device_id -> Text,
+        family_id -> Text,
+        token_hash -> Binary,
+        issued_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    documents (case_id) {
+        case_id -> Text,
+        municipality -> Text,
+        heads -> Binary,
+        snapshot -> Binary,
+        snapshot_seq -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    changes (seq) {
+        seq -> BigInt,
+        case_id -> Text,
+        hash -> Binary,
+        bytes -> Binary,
+        actor -> Binary,
+        staff_id -> Nullable<Text>,
+        device_id -> Nullable<Text>,
+        received_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    case_number_counters (municipality, fiscal_year) {
+        municipality -> Text,
+        fiscal_year -> Integer,
+        last_serial -> Integer,
+    }
+}
+
+diesel::table! {
+    cases (case_id) {
+        case_id -> Text,
+        municipality -> Text,
+        case_number -> Nullable<Text>,
+        status -> Text,
+        consent -> Text,
+        area -> Nullable<Text>,
+        primary_assignee -> Nullable<Text>,
+        opened_on -> Nullable<Text>,
+        conflicts -> Integer,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    persons (case_id, person_id) {
+        case_id -> Text,
+        person_id -> Text,
+        name -> Text,
+        kana -> Nullable<Text>,
+        birth_date -> Nullable<Text>,
+        is_subject -> Bool,
+    }
+}
+
+diesel::table! {
+    activities (activity_id) {
+        activity_id -> Text,
+        case_id -> Text,
+        kind -> Text,
+        started_at -> Timestamp,
+        recorded_by -> Text,
+        device_id -> Text,
+        place -> Text,
+        outcome -> Nullable<Text>,
+        follow_up_on -> Nullable<Text>,
+        voided -> Bool,
+        reviewed -> Bool,
+    }
+}
+
+diesel::table! {
+    assignments (case_id, staff_id) {
+        case_id -> Text,
+        staff_id -> Text,
+        is_primary -> Bool,
+    }
+}
+
+diesel::table! {
+    device_cases (device_id, case_id) {
+        device_id -> Text,
+        case_id -> Text,
+    }
+}
+
+diesel::table! {
+    audit_log (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        staff_id -> Nullable<Text>,
+        device_id -> Nullable<Text>,
+        case_id -> Nullable<Text>,
+        action -> Text,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
+    quarantine (id) {
+        id -> Text,
+        received_at -> Timestamp,
+        case_id -> Text,
+        staff_id -> Text,
+        device_id -> Text,
+        code -> Text,
+        violations -> Text,
+        upload -> Binary,
+        decided_at -> Nullable<Timestamp>,
+        decision -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    login_attempts (id) {
+        id -> BigInt,
+        login -> Text,
+        attempted_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    municipalities,
+    areas,
+    organisations,
+    staff,
+    devices,
+    refresh_tokens,
+    documents,
+    changes,
+    case_number_counters,
+    cases,
+    persons,
+    activities,
+    assignments,
+    device_cases,
+    audit_log,
+    quarantine,
+    login_attempts,
+);
