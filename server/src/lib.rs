@@ -15,7 +15,8 @@ pub mod config;
 pub mod error;
 pub mod startup;
 pub mod store;
-#[cfg(feature = "testing")]
+pub mod sync;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use tsunagi_sync;

@@ -10,6 +10,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use crate::config::Settings;
 use crate::error::ApiFailure;
 use crate::store::{Database, StoreError};
+use crate::sync::SyncEngine;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub struct AppState {
     pub db: Database,
     /// The configuration.
     pub settings: Arc<Settings>,
+    /// The sync engine, writing with this instance's own actor id.
+    pub engine: SyncEngine,
 }
 
 /// Why the server could not start.
@@ -54,7 +57,7 @@ impl Application {
         let listener =
             TcpListener::bind(settings.bind).map_err(|source| StartError::Bind { addr: settings.bind, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.bind, source })?.port();
-        let state = AppState { db, settings: Arc::new(settings) };
+        let state = AppState { engine: SyncEngine::new(db.clone()), db, settings: Arc::new(settings) };
         let server = run(listener, state.clone())?;
         Ok(Self { port, server, state })
     }

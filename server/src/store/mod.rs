@@ -13,6 +13,9 @@
 //!
 //! Queries live next to the tables they touch, in the submodules.
 
+pub mod audit;
+pub mod documents;
+pub mod projections;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

@@ -233,10 +233,18 @@ impl Checker<'_> {
         let Some(first) = segs.first() else { return };
         let first = first.as_str();
         let Some(actor) = self.actor().copied() else {
-            if !(segs.len() == 1 && first == k::CASE_NUMBER) {
-                self.violate(Code::ReadOnlyRole, segs, "the server's own changes only assign the case number");
-            } else if self.before_at(&[k::CASE_NUMBER]).is_some() {
-                self.violate(Code::ImmutableField, segs, "the case number is assigned once");
+            // The server's own changes: the case number (once), and assignments an
+            // administrator or supervisor made through the server.
+            if segs.len() == 1 && first == k::CASE_NUMBER {
+                if self.before_at(&[k::CASE_NUMBER]).is_some() {
+                    self.violate(Code::ImmutableField, segs, "the case number is assigned once");
+                }
+            } else if first != k::ASSIGNEES || segs.len() < 2 {
+                self.violate(
+                    Code::ReadOnlyRole,
+                    segs,
+                    "the server's own changes only assign the case number and record assignments",
+                );
             }
             return;
         };

@@ -473,7 +473,7 @@ fn only_the_server_assigns_the_case_number_and_only_once() {
 }
 
 #[test]
-fn the_servers_own_changes_write_nothing_but_the_case_number() {
+fn the_servers_own_changes_write_only_the_case_number_and_assignments() {
     let mut case = Case::new();
     let mut server = AutoCommit::load(&case.phone.save()).unwrap().with_actor(ActorId::random());
     let outcome = upload_doc(&mut server.clone(), Acting::Server, |doc| {
@@ -481,6 +481,10 @@ fn the_servers_own_changes_write_nothing_but_the_case_number() {
     });
     assert_refused(outcome, &one(ViolationCode::ReadOnlyRole, "/status"));
 
+    assert_accepted(upload_doc(&mut server.clone(), Acting::Server, |doc| {
+        let assignees = obj(doc, &["assignees"]);
+        doc.put(&assignees, "primary", StaffId::new_random().to_string()).unwrap();
+    }));
     assert_accepted(upload_doc(&mut server, Acting::Server, |doc| {
         doc.put(ROOT, "case_number", "2026-0042").unwrap();
     }));

@@ -1,0 +1,217 @@
+//! Case documents: the `documents` row (heads and a compacted snapshot) and the append-only
+//! `changes` it is built from.
+//!
+//! A document is loaded from its snapshot plus the changes stored after it. Every accepted
+//! change is appended with who sent it (staff, device) and when; now and then the snapshot
+//! is rewritten from the whole document so loading stays fast.
+
+use automerge::{Automerge, Change, ChangeHash};
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{changes, documents};
+use super::{DbConnection, StoreError};
+use tsunagi_sync::ids::{CaseId, DeviceId, MunicipalityCode, StaffId};
+
+/// Rewrite the snapshot once this many changes have accumulated after it.
+pub const SNAPSHOT_EVERY: i64 = 64;
+
+/// A `documents` row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = documents)]
+pub struct DocumentRow {
+    /// The case.
+    pub case_id: String,
+    /// Its municipality.
+    pub municipality: String,
+    /// Concatenated 32-byte change hashes.
+    pub heads: Vec<u8>,
+    /// `save()` of the document as of `snapshot_seq`.
+    pub snapshot: Vec<u8>,
+    /// The last change `seq` the snapshot includes.
+    pub snapshot_seq: i64,
+    /// First stored.
+    pub created_at: NaiveDateTime,
+    /// Last written.
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = documents)]
+struct NewDocument<'a> {
+    case_id: &'a str,
+    municipality: &'a str,
+    heads: &'a [u8],
+    snapshot: &'a [u8],
+    snapshot_seq: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = changes)]
+struct NewChange<'a> {
+    case_id: &'a str,
+    hash: &'a [u8],
+    bytes: &'a [u8],
+    actor: &'a [u8],
+    staff_id: Option<String>,
+    device_id: Option<String>,
+    received_at: NaiveDateTime,
+}
+
+/// Who sent a change: a staff member's device, or the server itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender {
+    /// The staff member (none for the server's own changes).
+    pub staff: Option<StaffId>,
+    /// The device (none for the server's own changes).
+    pub device: Option<DeviceId>,
+}
+
+/// Encodes heads for the `heads` column.
+pub fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+/// Decodes the `heads` column.
+pub fn decode_heads(bytes: &[u8]) -> Result<Vec<ChangeHash>, StoreError> {
+    if !bytes.len().is_multiple_of(32) {
+        return Err(StoreError::Corrupt(format!("heads column of {} bytes", bytes.len())));
+    }
+    Ok(bytes.chunks_exact(32).filter_map(|c| <[u8; 32]>::try_from(c).ok()).map(ChangeHash).collect())
+}
+
+/// The document row, locked for the rest of the transaction on PostgreSQL (`FOR UPDATE`);
+/// SQLite's write transaction already holds the only write lock.
+pub fn lock(conn: &mut DbConnection, case: &CaseId) -> Result<Option<DocumentRow>, StoreError> {
+    let id = case.to_string();
+    let row = match conn {
+        DbConnection::Pg(c) => {
+            documents::table.find(&id).select(DocumentRow::as_select()).for_update().first(c).optional()?
+        }
+        DbConnection::Sqlite(c) => documents::table.find(&id).select(DocumentRow::as_select()).first(c).optional()?,
+    };
+    Ok(row)
+}
+
+/// The document row, unlocked.
+pub fn find(conn: &mut DbConnection, case: &CaseId) -> Result<Option<DocumentRow>, StoreError> {
+    Ok(documents::table.find(case.to_string()).select(DocumentRow::as_select()).first(conn).optional()?)
+}
+
+/// Loads the whole document: the snapshot plus every change stored after it.
+pub fn load(conn: &mut DbConnection, row: &DocumentRow) -> Result<Automerge, StoreError> {
+    let mut doc = Automerge::load(&row.snapshot).map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?;
+    let tail: Vec<Vec<u8>> = changes::table
+        .filter(changes::case_id.eq(&row.case_id))
+        .filter(changes::seq.gt(row.snapshot_seq))
+        .order(changes::seq.asc())
+        .select(changes::bytes)
+        .load(conn)?;
+    let mut decoded = Vec::with_capacity(tail.len());
+    for bytes in tail {
+        decoded.push(Change::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("stored change: {e}")))?);
+    }
+    doc.apply_changes(decoded).map_err(|e| StoreError::Corrupt(format!("stored changes: {e}")))?;
+    Ok(doc)
+}
+
+/// Stores a new document row (its first changes are appended separately).
+pub fn insert(
+    conn: &mut DbConnection,
+    case: &CaseId,
+    municipality: &MunicipalityCode,
+    now: NaiveDateTime,
+) -> Result<(), StoreError> {
+    let empty = Automerge::new().save();
+    diesel::insert_into(documents::table)
+        .values(NewDocument {
+            case_id: &case.to_string(),
+            municipality: municipality.as_str(),
+            heads: &[],
+            snapshot: &empty,
+            snapshot_seq: 0,
+            created_at: now,
+            updated_at: now,
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Appends accepted changes, in causal order, with their sender.
+pub fn append_changes(
+    conn: &mut DbConnection,
+    case: &CaseId,
+    new_changes: &[Change],
+    sender: Sender,
+    now: NaiveDateTime,
+) -> Result<(), StoreError> {
+    let id = case.to_string();
+    for change in new_changes {
+        diesel::insert_into(changes::table)
+            .values(NewChange {
+                case_id: &id,
+                hash: &change.hash().0,
+                bytes: change.raw_bytes(),
+                actor: change.actor_id().to_bytes(),
+                staff_id: sender.staff.map(|s| s.to_string()),
+                device_id: sender.device.map(|d| d.to_string()),
+                received_at: now,
+            })
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Records the new heads, rewriting the snapshot when enough changes accumulated after it.
+pub fn update(
+    conn: &mut DbConnection,
+    row: &DocumentRow,
+    doc: &Automerge,
+    now: NaiveDateTime,
+) -> Result<(), StoreError> {
+    let heads = encode_heads(&doc.get_heads());
+    let last_seq: Option<i64> =
+        changes::table.filter(changes::case_id.eq(&row.case_id)).select(diesel::dsl::max(changes::seq)).first(conn)?;
+    let last_seq = last_seq.unwrap_or(0);
+    if last_seq - row.snapshot_seq >= SNAPSHOT_EVERY {
+        diesel::update(documents::table.find(&row.case_id))
+            .set((
+                documents::heads.eq(&heads),
+                documents::snapshot.eq(doc.save()),
+                documents::snapshot_seq.eq(last_seq),
+                documents::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+    } else {
+        diesel::update(documents::table.find(&row.case_id))
+            .set((documents::heads.eq(&heads), documents::updated_at.eq(now)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// One stored change with its provenance, for a case's history.
+#[derive(Debug, Clone, Queryable)]
+pub struct StoredChange {
+    /// Order of arrival.
+    pub seq: i64,
+    /// The change hash.
+    pub hash: Vec<u8>,
+    /// Who sent it.
+    pub staff_id: Option<String>,
+    /// From which device.
+    pub device_id: Option<String>,
+    /// When it arrived.
+    pub received_at: NaiveDateTime,
+}
+
+/// Every change of a case in order of arrival, with provenance.
+pub fn history(conn: &mut DbConnection, case: &CaseId) -> Result<Vec<StoredChange>, StoreError> {
+    Ok(changes::table
+        .filter(changes::case_id.eq(case.to_string()))
+        .order(changes::seq.asc())
+        .select((changes::seq, changes::hash, changes::staff_id, changes::device_id, changes::received_at))
+        .load(conn)?)
+}

@@ -1,0 +1,683 @@
+//! The sync engine behind `POST /v1/sync` (see `docs/protocol.md`).
+//!
+//! Each case of a request is handled in **one write transaction**: the document row is
+//! locked (`FOR UPDATE` on PostgreSQL, the single writer on SQLite), the document loaded,
+//! changes the server already holds skipped, the rest checked for authorship, applied and
+//! validated with [`tsunagi_sync::validation`], and then changes, heads, projections, case
+//! number and audit are written together. The client's "ok" is only built after the commit.
+//! A refused upload changes nothing in the case and is kept in quarantine, in the same
+//! transaction, with its violations. One case's refusal never affects another's.
+//!
+//! Visibility: a device only ever receives cases its staff member may see
+//! ([`crate::store::projections::may_see`]); anything else is `not_found`, exactly as for a
+//! case that does not exist. A device that held a case and lost access may still upload the
+//! changes it made (nothing a counsellor logged is lost), and is then told to purge it.
+
+use std::collections::HashSet;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc, ROOT};
+use chrono::{FixedOffset, NaiveDateTime, Utc};
+use tsunagi_sync::document::keys;
+use tsunagi_sync::domain::Role;
+use tsunagi_sync::ids::{CaseId, CaseNumber, DeviceId, FiscalYear, MunicipalityCode, StaffId};
+use tsunagi_sync::validation::{self, Acting, Actor, BatchError, Violation, ViolationCode};
+use tsunagi_sync::wire::{
+    encode_cbor, AssignedDocument, Bytes, DocumentError, DocumentErrorCode, DocumentResult, DocumentUpload, Hash,
+    PurgeNotice, PurgeReason, SyncRequest, SyncResponse,
+};
+
+use crate::store::audit::{self, Quarantined};
+use crate::store::documents::{self, Sender};
+use crate::store::projections::{self, Viewer};
+use crate::store::{Database, DbConnection, StoreError};
+
+/// At most this many changes for one case in one request (`too_large` above).
+pub const MAX_CHANGES_PER_CASE: usize = 10_000;
+/// Assigned documents are sent until a response holds about this many bytes of them; the
+/// rest follow in the next request (`more`).
+pub const ASSIGNED_BYTE_BUDGET: usize = 4 * 1024 * 1024;
+
+/// Who is syncing: an authenticated, active device and its staff member.
+#[derive(Debug, Clone, Copy)]
+pub struct Requester {
+    /// The staff member.
+    pub staff: StaffId,
+    /// The device.
+    pub device: DeviceId,
+    /// The staff member's role.
+    pub role: Role,
+    /// The staff member's municipality.
+    pub municipality: MunicipalityCode,
+}
+
+impl Requester {
+    fn actor(&self) -> Actor {
+        Actor { staff: self.staff, device: self.device, role: self.role }
+    }
+
+    fn viewer(&self) -> Viewer<'_> {
+        Viewer { staff: self.staff, role: self.role, municipality: &self.municipality }
+    }
+}
+
+/// Runs syncs against one database, writing the server's own changes with `actor`.
+#[derive(Debug, Clone)]
+pub struct SyncEngine {
+    db: Database,
+    actor: ActorId,
+}
+
+/// The outcome of one case, before it becomes part of the response.
+struct CaseOutcome {
+    result: DocumentResult,
+    purge: Option<PurgeNotice>,
+}
+
+fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
+fn hashes(heads: &[ChangeHash]) -> Vec<Hash> {
+    heads.iter().map(Hash::from).collect()
+}
+
+fn raw(changes: &[Change]) -> Vec<Bytes> {
+    changes.iter().map(|c| Bytes(c.raw_bytes().to_vec())).collect()
+}
+
+fn case_number_of(doc: &Automerge) -> Option<CaseNumber> {
+    match doc.get(ROOT, keys::CASE_NUMBER) {
+        Ok(Some((automerge::Value::Scalar(s), _))) => s.as_str().and_then(|s| CaseNumber::parse(s).ok()),
+        _ => None,
+    }
+}
+
+impl SyncEngine {
+    /// An engine whose own changes (case numbers) are written with a fresh 16-byte actor id,
+    /// which can never be mistaken for a device actor (those are longer).
+    pub fn new(db: Database) -> Self {
+        Self { db, actor: ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice()) }
+    }
+
+    /// Answers one sync request. Blocking: call it from a blocking thread.
+    pub fn sync(&self, who: &Requester, request: SyncRequest) -> Result<SyncResponse, StoreError> {
+        let mut response = SyncResponse::new();
+        let mut listed = HashSet::new();
+        for upload in request.documents {
+            if !listed.insert(upload.case_id) {
+                continue; // one entry per case; protocol.md lets the server ignore repeats
+            }
+            let outcome = self.case(who, upload)?;
+            response.documents.push(outcome.result);
+            response.purge.extend(outcome.purge);
+        }
+        self.send_assigned(who, &listed, &mut response)?;
+        Ok(response)
+    }
+
+    /// One case of the request, in one transaction.
+    fn case(&self, who: &Requester, upload: DocumentUpload) -> Result<CaseOutcome, StoreError> {
+        let case = upload.case_id;
+        let at = now();
+        self.db.write(|conn| {
+            let row = documents::lock(conn, &case)?;
+            let doc = match &row {
+                Some(row) => Some(documents::load(conn, row)?),
+                None => None,
+            };
+            let visible = row.is_some() && projections::may_see(conn, who.viewer(), &case)?;
+            let held = projections::device_held(conn, &who.device, &case)?;
+            let not_found = CaseOutcome { result: DocumentResult::not_found(case), purge: None };
+            match (&doc, visible || held) {
+                // Neither visible nor ever held: it may as well not exist.
+                (Some(_), false) => return Ok(not_found),
+                // Unknown to the server and nothing to create it with.
+                (None, _) if upload.changes.is_empty() && upload.sync_message.is_none() => return Ok(not_found),
+                _ => {}
+            }
+            let doc = doc.unwrap_or_default();
+            let outcome = if let Some(message) = &upload.sync_message {
+                self.fallback(conn, who, &case, row.is_none(), doc, message, &upload, at)?
+            } else {
+                self.upload(conn, who, &case, row.is_none(), doc, &upload, at)?
+            };
+            // Purge a case this device held but may no longer see, once its upload is in.
+            let now_visible = projections::may_see(conn, who.viewer(), &case)?;
+            let purge = if !now_visible && projections::device_held(conn, &who.device, &case)? {
+                projections::device_released(conn, &who.device, &case)?;
+                Some(PurgeNotice { case_id: case, reason: PurgeReason::Unassigned })
+            } else {
+                None
+            };
+            if now_visible {
+                projections::device_holds(conn, &who.device, &case)?;
+            }
+            Ok(outcome.map(|result| CaseOutcome { result, purge }).unwrap_or(not_found))
+        })
+    }
+
+    /// The normal path: `since` plus the client's changes.
+    #[allow(clippy::too_many_arguments)]
+    fn upload(
+        &self,
+        conn: &mut DbConnection,
+        who: &Requester,
+        case: &CaseId,
+        is_new: bool,
+        doc: Automerge,
+        upload: &DocumentUpload,
+        at: NaiveDateTime,
+    ) -> Result<Option<DocumentResult>, StoreError> {
+        let since: Vec<ChangeHash> = upload.since.iter().map(|h| ChangeHash(h.0)).collect();
+        if since.iter().any(|h| doc.get_change_by_hash(h).is_none()) {
+            return Ok(Some(resync(*case, &doc)));
+        }
+        if upload.changes.len() > MAX_CHANGES_PER_CASE {
+            let error = DocumentError::new(
+                DocumentErrorCode::TooLarge,
+                format!("at most {MAX_CHANGES_PER_CASE} changes per case and request; send the rest next time"),
+            );
+            return Ok(Some(self.current(conn, who, case, &doc, &since, &HashSet::new(), Some(error), at)?));
+        }
+        // Decode, and skip what the server already holds (a retry, or changes of others that
+        // the client resends after a crash): those are no-ops, never refusals.
+        let mut sent = HashSet::new();
+        let mut fresh = Vec::new();
+        for (index, bytes) in upload.changes.iter().enumerate() {
+            match Change::from_bytes(bytes.0.clone()) {
+                Ok(change) => {
+                    sent.insert(change.hash());
+                    if doc.get_change_by_hash(&change.hash()).is_none() {
+                        fresh.push(change);
+                    }
+                }
+                Err(e) => {
+                    let violation = Violation::new(ViolationCode::NotACase, "/", format!("change {index}: {e}"));
+                    return self.refuse(
+                        conn,
+                        who,
+                        case,
+                        &doc,
+                        &since,
+                        upload,
+                        DocumentErrorCode::CorruptChange,
+                        vec![violation],
+                        at,
+                    );
+                }
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(Some(self.current(conn, who, case, &doc, &since, &sent, None, at)?));
+        }
+        let raw_fresh: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
+        match validation::apply_and_validate(&doc, &raw_fresh, &Acting::Staff(who.actor())) {
+            Ok((after, view)) => {
+                if is_new && view.municipality != Some(who.municipality) {
+                    let violation = Violation::new(
+                        ViolationCode::InvalidId,
+                        "/municipality",
+                        "a case is opened in the municipality of the staff member who opens it",
+                    );
+                    return self.refuse(
+                        conn,
+                        who,
+                        case,
+                        &doc,
+                        &since,
+                        upload,
+                        DocumentErrorCode::InvalidChange,
+                        vec![violation],
+                        at,
+                    );
+                }
+                let stored = self.store(conn, who, case, is_new, &doc, after, fresh, at)?;
+                Ok(Some(self.current(conn, who, case, &stored, &since, &sent, None, at)?))
+            }
+            Err(BatchError::MissingDependencies(_)) => Ok(Some(resync(*case, &doc))),
+            Err(BatchError::Corrupt { index, reason }) => {
+                let violation = Violation::new(ViolationCode::NotACase, "/", format!("change {index}: {reason}"));
+                self.refuse(
+                    conn,
+                    who,
+                    case,
+                    &doc,
+                    &since,
+                    upload,
+                    DocumentErrorCode::CorruptChange,
+                    vec![violation],
+                    at,
+                )
+            }
+            Err(BatchError::Refused(violations)) => {
+                let code = if violations.iter().any(|v| v.code == ViolationCode::ForeignActor) {
+                    DocumentErrorCode::ForeignActor
+                } else if violations.iter().any(|v| v.code == ViolationCode::ReadOnlyRole) {
+                    DocumentErrorCode::ReadOnly
+                } else {
+                    DocumentErrorCode::InvalidChange
+                };
+                self.refuse(conn, who, case, &doc, &since, upload, code, violations, at)
+            }
+        }
+    }
+
+    /// Fallback: the standard Automerge sync protocol, one message per request. The server
+    /// keeps no sync state between requests; changes that arrive this way pass the same
+    /// authorship and validation checks as any upload.
+    #[allow(clippy::too_many_arguments)]
+    fn fallback(
+        &self,
+        conn: &mut DbConnection,
+        who: &Requester,
+        case: &CaseId,
+        is_new: bool,
+        doc: Automerge,
+        message: &Bytes,
+        upload: &DocumentUpload,
+        at: NaiveDateTime,
+    ) -> Result<Option<DocumentResult>, StoreError> {
+        let message = match sync::Message::decode(message.as_slice()) {
+            Ok(m) => m,
+            Err(e) => {
+                let violation = Violation::new(ViolationCode::NotACase, "/", format!("sync message: {e}"));
+                return self.refuse(
+                    conn,
+                    who,
+                    case,
+                    &doc,
+                    &[],
+                    upload,
+                    DocumentErrorCode::CorruptChange,
+                    vec![violation],
+                    at,
+                );
+            }
+        };
+        let before = doc.get_heads();
+        let mut state = sync::State::new();
+        let mut received = doc.clone();
+        if received.receive_sync_message(&mut state, message).is_err() {
+            let violation = Violation::new(ViolationCode::NotACase, "/", "the sync message's changes do not decode");
+            return self.refuse(
+                conn,
+                who,
+                case,
+                &doc,
+                &[],
+                upload,
+                DocumentErrorCode::CorruptChange,
+                vec![violation],
+                at,
+            );
+        }
+        let mut current = doc;
+        let fresh = received.get_changes(&before);
+        if !fresh.is_empty() && received.get_missing_deps(&[]).is_empty() {
+            let raw_fresh: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
+            match validation::apply_and_validate(&current, &raw_fresh, &Acting::Staff(who.actor())) {
+                Ok((after, view)) if !is_new || view.municipality == Some(who.municipality) => {
+                    current = self.store(conn, who, case, is_new, &current, after, fresh, at)?;
+                }
+                Ok(_) => {
+                    let violation = Violation::new(
+                        ViolationCode::InvalidId,
+                        "/municipality",
+                        "not the staff member's municipality",
+                    );
+                    return self.refuse(
+                        conn,
+                        who,
+                        case,
+                        &current,
+                        &[],
+                        upload,
+                        DocumentErrorCode::InvalidChange,
+                        vec![violation],
+                        at,
+                    );
+                }
+                Err(BatchError::MissingDependencies(_)) => {}
+                Err(BatchError::Corrupt { index, reason }) => {
+                    let violation = Violation::new(ViolationCode::NotACase, "/", format!("change {index}: {reason}"));
+                    return self.refuse(
+                        conn,
+                        who,
+                        case,
+                        &current,
+                        &[],
+                        upload,
+                        DocumentErrorCode::CorruptChange,
+                        vec![violation],
+                        at,
+                    );
+                }
+                Err(BatchError::Refused(violations)) => {
+                    return self.refuse(
+                        conn,
+                        who,
+                        case,
+                        &current,
+                        &[],
+                        upload,
+                        DocumentErrorCode::InvalidChange,
+                        violations,
+                        at,
+                    );
+                }
+            }
+        }
+        if is_new && current.get_heads().is_empty() {
+            return Ok(None);
+        }
+        // Answer from the stored state, with the peer's heads and wishes from its message.
+        let mut answer_state = state;
+        match current.generate_sync_message(&mut answer_state) {
+            Some(reply) => {
+                audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(case), "sync.download", "fallback")?;
+                Ok(Some(DocumentResult::resync(*case, Bytes(reply.encode()))))
+            }
+            None => Ok(Some(
+                DocumentResult::ok(*case, hashes(&current.get_heads()), Vec::new())
+                    .with_case_number(case_number_of(&current)),
+            )),
+        }
+    }
+
+    /// Writes accepted changes (and, for a new case, its number), heads, projections, audit.
+    /// Returns the stored document.
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &self,
+        conn: &mut DbConnection,
+        who: &Requester,
+        case: &CaseId,
+        is_new: bool,
+        before: &Automerge,
+        mut after: Automerge,
+        fresh: Vec<Change>,
+        at: NaiveDateTime,
+    ) -> Result<Automerge, StoreError> {
+        if is_new {
+            documents::insert(conn, case, &who.municipality, at)?;
+        }
+        documents::append_changes(conn, case, &fresh, Sender { staff: Some(who.staff), device: Some(who.device) }, at)?;
+        if case_number_of(&after).is_none() {
+            // First stored: the case number of this fiscal year (dates in Asia/Tokyo).
+            let jst = FixedOffset::east_opt(9 * 3600).ok_or_else(|| StoreError::Corrupt("offset".into()))?;
+            let fiscal_year = FiscalYear::containing(Utc::now().with_timezone(&jst).date_naive());
+            let number = projections::next_case_number(conn, &who.municipality, fiscal_year)?;
+            let heads = after.get_heads();
+            after.set_actor(self.actor.clone());
+            let mut tx = after.transaction();
+            tx.put(ROOT, keys::CASE_NUMBER, number.to_string()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.commit_with(
+                CommitOptions::default().with_message("assign case number").with_time(Utc::now().timestamp()),
+            );
+            let own = after.get_changes(&heads);
+            if let Err(violations) = validation::validate_update(&after, &heads, &Acting::Server) {
+                return Err(StoreError::Corrupt(format!("the server's case number change is invalid: {violations:?}")));
+            }
+            documents::append_changes(conn, case, &own, Sender { staff: None, device: None }, at)?;
+            audit::record(conn, at, None, None, Some(case), "case.number_assigned", &number.to_string())?;
+        }
+        let row = documents::lock(conn, case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
+        documents::update(conn, &row, &after, at)?;
+        let view = tsunagi_sync::document::read_case(&after)
+            .view
+            .ok_or_else(|| StoreError::Corrupt("an accepted document does not read".into()))?;
+        projections::project(conn, &view, at)?;
+        let detail = format!("{} change(s), {} before", fresh.len(), before.get_heads().len());
+        audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(case), "sync.upload", &detail)?;
+        Ok(after)
+    }
+
+    /// `ok` (or `refused` with `error`): the server's heads and what the client lacks.
+    #[allow(clippy::too_many_arguments)]
+    fn current(
+        &self,
+        conn: &mut DbConnection,
+        who: &Requester,
+        case: &CaseId,
+        doc: &Automerge,
+        since: &[ChangeHash],
+        sent: &HashSet<ChangeHash>,
+        error: Option<DocumentError>,
+        at: NaiveDateTime,
+    ) -> Result<DocumentResult, StoreError> {
+        let lacking: Vec<Change> = doc.get_changes(since).into_iter().filter(|c| !sent.contains(&c.hash())).collect();
+        if !lacking.is_empty() {
+            let detail = format!("{} change(s)", lacking.len());
+            audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(case), "sync.download", &detail)?;
+        }
+        let heads = hashes(&doc.get_heads());
+        let result = match error {
+            None => DocumentResult::ok(*case, heads, raw(&lacking)),
+            Some(error) => DocumentResult::refused(*case, error, heads, raw(&lacking)),
+        };
+        Ok(result.with_case_number(case_number_of(doc)))
+    }
+
+    /// Refuses an upload: nothing of it is applied; it is kept in quarantine with why.
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &self,
+        conn: &mut DbConnection,
+        who: &Requester,
+        case: &CaseId,
+        doc: &Automerge,
+        since: &[ChangeHash],
+        upload: &DocumentUpload,
+        code: DocumentErrorCode,
+        violations: Vec<Violation>,
+        at: NaiveDateTime,
+    ) -> Result<Option<DocumentResult>, StoreError> {
+        let violations_json = serde_json::to_string(&violations).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let id = audit::quarantine(
+            conn,
+            at,
+            Quarantined {
+                case,
+                staff: &who.staff,
+                device: &who.device,
+                code: code.as_str(),
+                violations: violations_json,
+                upload: encode_cbor(upload),
+            },
+        )?;
+        let codes: Vec<&str> = violations.iter().map(|v| v.code.as_str()).collect();
+        audit::record(
+            conn,
+            at,
+            Some(&who.staff),
+            Some(&who.device),
+            Some(case),
+            "sync.refused",
+            &format!("{} [{}] quarantine {id}", code.as_str(), codes.join(",")),
+        )?;
+        tracing::info!(case = %case, staff = %who.staff, device = %who.device, code = code.as_str(), quarantine = %id, "upload refused");
+        let error = DocumentError { code, message: refusal_message(code), violations };
+        let known = documents::find(conn, case)?.is_some();
+        if !known {
+            return Ok(Some(DocumentResult::refused(*case, error, Vec::new(), Vec::new())));
+        }
+        let since: Vec<ChangeHash> = since.iter().filter(|h| doc.get_change_by_hash(h).is_some()).copied().collect();
+        Ok(Some(self.current(conn, who, case, doc, &since, &HashSet::new(), Some(error), at)?))
+    }
+
+    /// Cases this device may see but did not list: sent whole, paged by a byte budget.
+    fn send_assigned(
+        &self,
+        who: &Requester,
+        listed: &HashSet<CaseId>,
+        response: &mut SyncResponse,
+    ) -> Result<(), StoreError> {
+        let visible = self.db.read(|conn| projections::visible_cases(conn, who.viewer()))?;
+        let mut bytes = 0usize;
+        for id in visible {
+            let Ok(case) = CaseId::parse(&id) else { continue };
+            if listed.contains(&case) {
+                continue;
+            }
+            if bytes >= ASSIGNED_BYTE_BUDGET {
+                response.more = true;
+                break;
+            }
+            let at = now();
+            let assigned = self.db.write(|conn| -> Result<Option<AssignedDocument>, StoreError> {
+                let Some(row) = documents::find(conn, &case)? else { return Ok(None) };
+                if !projections::may_see(conn, who.viewer(), &case)? {
+                    return Ok(None);
+                }
+                let doc = documents::load(conn, &row)?;
+                projections::device_holds(conn, &who.device, &case)?;
+                audit::record(
+                    conn,
+                    at,
+                    Some(&who.staff),
+                    Some(&who.device),
+                    Some(&case),
+                    "sync.assigned",
+                    "whole document",
+                )?;
+                Ok(Some(AssignedDocument {
+                    case_id: case,
+                    heads: hashes(&doc.get_heads()),
+                    document: Bytes(doc.save()),
+                    case_number: case_number_of(&doc),
+                }))
+            })?;
+            if let Some(assigned) = assigned {
+                bytes += assigned.document.len();
+                response.assigned.push(assigned);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How an assignment changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// Make the staff member the primary assignee (主担当者).
+    Primary,
+    /// Add the staff member to the other assignees.
+    Other,
+    /// Remove the staff member from the other assignees.
+    Remove,
+}
+
+/// Why an assignment was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    /// No such case.
+    #[error("no case {0}")]
+    UnknownCase(CaseId),
+    /// No such active staff member in the case's municipality.
+    #[error("no active staff member {0} in the case's municipality")]
+    UnknownStaff(StaffId),
+    /// The primary assignee cannot be removed, only replaced.
+    #[error("the primary assignee is replaced by assigning another primary, not removed")]
+    RemovePrimary,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SyncEngine {
+    /// Records an assignment in the case document, as one change by the server, in one
+    /// transaction with its projections and an audit row naming who ordered it. The devices
+    /// of a newly assigned counsellor receive the case on their next sync; those of an
+    /// unassigned one find it on their purge list.
+    pub fn assign(
+        &self,
+        case: &CaseId,
+        staff: &StaffId,
+        how: Assignment,
+        ordered_by: Option<&StaffId>,
+    ) -> Result<(), AssignError> {
+        use diesel::prelude::*;
+        let at = now();
+        self.db.write(|conn| -> Result<(), AssignError> {
+            let row = documents::lock(conn, case)?.ok_or(AssignError::UnknownCase(*case))?;
+            let active: i64 = crate::store::schema::staff::table
+                .filter(crate::store::schema::staff::id.eq(staff.to_string()))
+                .filter(crate::store::schema::staff::municipality.eq(&row.municipality))
+                .filter(crate::store::schema::staff::active.eq(true))
+                .count()
+                .get_result(conn)
+                .map_err(StoreError::from)?;
+            if active == 0 {
+                return Err(AssignError::UnknownStaff(*staff));
+            }
+            let mut doc = documents::load(conn, &row)?;
+            let view = tsunagi_sync::document::read_case(&doc).view.ok_or(AssignError::UnknownCase(*case))?;
+            if how == Assignment::Remove && view.assignees.primary == Some(*staff) {
+                return Err(AssignError::RemovePrimary);
+            }
+            let heads = doc.get_heads();
+            doc.set_actor(self.actor.clone());
+            let corrupt = |e: automerge::AutomergeError| StoreError::Corrupt(e.to_string());
+            let assignees = match doc.get(ROOT, keys::ASSIGNEES).map_err(corrupt)? {
+                Some((automerge::Value::Object(_), id)) => id,
+                _ => return Err(StoreError::Corrupt("a case without assignees".into()).into()),
+            };
+            let mut tx = doc.transaction();
+            match how {
+                Assignment::Primary => tx.put(&assignees, keys::PRIMARY, staff.to_string()).map_err(corrupt)?,
+                Assignment::Other | Assignment::Remove => {
+                    let others = match tx.get(&assignees, keys::OTHERS).map_err(corrupt)? {
+                        Some((automerge::Value::Object(_), id)) => id,
+                        _ => return Err(StoreError::Corrupt("a case without other assignees".into()).into()),
+                    };
+                    if how == Assignment::Other {
+                        tx.put(&others, staff.to_string(), true).map_err(corrupt)?;
+                    } else if tx.get(&others, staff.to_string()).map_err(corrupt)?.is_some() {
+                        tx.delete(&others, staff.to_string()).map_err(corrupt)?;
+                    }
+                }
+            }
+            tx.commit_with(CommitOptions::default().with_message("assign").with_time(Utc::now().timestamp()));
+            let own = doc.get_changes(&heads);
+            if own.is_empty() {
+                return Ok(());
+            }
+            let view = validation::validate_update(&doc, &heads, &Acting::Server)
+                .map_err(|v| StoreError::Corrupt(format!("the server's assignment change is invalid: {v:?}")))?;
+            documents::append_changes(conn, case, &own, Sender { staff: ordered_by.copied(), device: None }, at)?;
+            documents::update(conn, &row, &doc, at)?;
+            projections::project(conn, &view, at)?;
+            let action = match how {
+                Assignment::Primary => "case.assign_primary",
+                Assignment::Other => "case.assign_other",
+                Assignment::Remove => "case.unassign",
+            };
+            audit::record(conn, at, ordered_by, None, Some(case), action, &staff.to_string())?;
+            Ok(())
+        })
+    }
+}
+
+fn resync(case: CaseId, doc: &Automerge) -> DocumentResult {
+    let mut state = sync::State::new();
+    match doc.generate_sync_message(&mut state) {
+        Some(message) => DocumentResult::resync(case, Bytes(message.encode())),
+        None => DocumentResult::ok(case, hashes(&doc.get_heads()), Vec::new()),
+    }
+}
+
+fn refusal_message(code: DocumentErrorCode) -> String {
+    match code {
+        DocumentErrorCode::ForeignActor => "a change is not authored by this device; nothing was applied",
+        DocumentErrorCode::CorruptChange => "the upload does not decode as Automerge changes; nothing was applied",
+        DocumentErrorCode::InvalidChange => "the changes break the case rules; nothing was applied",
+        DocumentErrorCode::ReadOnly => "this device's role does not write to cases; nothing was applied",
+        DocumentErrorCode::TooLarge => "too many changes for one request; send them in smaller batches",
+    }
+    .to_owned()
+}
+
+#[cfg(test)]
+mod tests;

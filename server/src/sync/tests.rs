@@ -1,0 +1,472 @@
+//! The sync engine on both backends, below HTTP: what a phone sends, what it gets back, and
+//! what the database holds afterwards.
+
+use std::collections::BTreeSet;
+
+use automerge::{AutoCommit, Change};
+use chrono::{FixedOffset, NaiveDate, TimeZone};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use tsunagi_sync::document::ActivityDetails;
+use tsunagi_sync::domain::{Place, Role, VisitOutcome};
+use tsunagi_sync::ids::{ActivityId, CaseId, DeviceId, MunicipalityCode, StaffId};
+use tsunagi_sync::ops::{CaseReplica, NewActivity, NewCase};
+use tsunagi_sync::validation::Actor;
+use tsunagi_sync::wire::{Bytes, DocumentErrorCode, DocumentStatus, DocumentUpload, Hash, SyncRequest, SyncResponse};
+
+use super::*;
+use crate::store::schema;
+use crate::testing::{Backend, TestDatabase};
+
+const MUNICIPALITY: &str = "122203";
+
+struct World {
+    _db: TestDatabase,
+    database: Database,
+    engine: SyncEngine,
+}
+
+fn world(backend: Backend) -> World {
+    let db = TestDatabase::new(backend);
+    let database = Database::connect(&db.url, 8).unwrap();
+    database.migrate().unwrap();
+    database
+        .write(|c| -> Result<(), StoreError> {
+            c.batch_execute(
+                "INSERT INTO municipalities (code, name, created_at) VALUES ('122203', '流山市', '2026-04-01 00:00:00');
+                 INSERT INTO organisations (id, name, kind, created_at) VALUES ('org', '流山市', 'direct', '2026-04-01 00:00:00');",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    World { engine: SyncEngine::new(database.clone()), database, _db: db }
+}
+
+/// A staff member with one device, registered in the database.
+fn staff(world: &World, role: Role) -> Requester {
+    let requester = Requester {
+        staff: StaffId::new_random(),
+        device: DeviceId::new_random(),
+        role,
+        municipality: MunicipalityCode::parse(MUNICIPALITY).unwrap(),
+    };
+    world
+        .database
+        .write(|c| -> Result<(), StoreError> {
+            c.batch_execute(&format!(
+                "INSERT INTO staff (id, login, display_name, role, organisation_id, municipality, password_hash, active, failed_logins, created_at)
+                 VALUES ('{s}', '{s}', 'x', '{r}', 'org', '122203', 'x', TRUE, 0, '2026-04-01 00:00:00');
+                 INSERT INTO devices (id, staff_id, label, registered_at) VALUES ('{d}', '{s}', 'phone', '2026-04-01 00:00:00');",
+                s = requester.staff,
+                d = requester.device,
+                r = role.as_key()
+            ))?;
+            Ok(())
+        })
+        .unwrap();
+    requester
+}
+
+fn actor(who: &Requester) -> Actor {
+    Actor { staff: who.staff, device: who.device, role: who.role }
+}
+
+fn jst(day: u32, hour: u32) -> chrono::DateTime<FixedOffset> {
+    FixedOffset::east_opt(9 * 3600).unwrap().with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+}
+
+fn open_case(who: &Requester) -> CaseReplica {
+    CaseReplica::open(NewCase::new(who.municipality, NaiveDate::from_ymd_opt(2026, 11, 2).unwrap()), actor(who))
+        .unwrap()
+}
+
+fn visit(replica: &mut CaseReplica, hour: u32, narrative: &str) -> ActivityId {
+    replica
+        .log_activity(
+            NewActivity::new(
+                jst(4, hour),
+                Place::Home,
+                ActivityDetails::Visit {
+                    outcome: VisitOutcome::NotHome,
+                    met_person_ids: BTreeSet::new(),
+                    letter_left: true,
+                },
+            )
+            .with_narrative(narrative),
+        )
+        .unwrap()
+}
+
+/// A phone's view of one case: its replica and the server heads it last received.
+struct Phone {
+    who: Requester,
+    replica: CaseReplica,
+    since: Vec<automerge::ChangeHash>,
+}
+
+impl Phone {
+    fn upload(&mut self) -> DocumentUpload {
+        let changes = self.replica.changes_since(&self.since).iter().map(|c| Bytes(c.raw_bytes().to_vec())).collect();
+        DocumentUpload::new(self.replica.case_id().unwrap(), self.since.iter().map(Hash::from).collect(), changes)
+    }
+
+    fn sync(&mut self, world: &World) -> SyncResponse {
+        let upload = self.upload();
+        let response = world.engine.sync(&self.who, SyncRequest::new(None, vec![upload])).unwrap();
+        self.absorb(&response);
+        response
+    }
+
+    fn absorb(&mut self, response: &SyncResponse) {
+        for result in &response.documents {
+            if result.status == DocumentStatus::Ok {
+                let changes: Vec<Change> =
+                    result.changes.iter().map(|b| Change::from_bytes(b.0.clone()).unwrap()).collect();
+                self.replica.apply_changes(changes).unwrap();
+                self.since = result.heads.iter().map(|h| automerge::ChangeHash(h.0)).collect();
+            }
+        }
+    }
+}
+
+fn activity_rows(world: &World, case: &CaseId) -> i64 {
+    let mut conn = world.database.conn().unwrap();
+    schema::activities::table
+        .filter(schema::activities::case_id.eq(case.to_string()))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap()
+}
+
+fn quarantined(world: &World) -> Vec<String> {
+    let mut conn = world.database.conn().unwrap();
+    schema::quarantine::table.select(schema::quarantine::code).load(&mut *conn).unwrap()
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(crate::testing::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(crate::testing::Backend::Postgres) } )*
+        }
+    };
+}
+
+on_both_backends!(
+    two_phones_offline_on_one_case_converge_with_nothing_lost,
+    a_first_upload_gets_a_case_number_and_resending_is_a_no_op,
+    refused_uploads_change_nothing_and_are_quarantined,
+    a_case_is_invisible_to_those_who_may_not_see_it,
+    an_ended_assignment_purges_the_case_after_its_upload,
+    unknown_since_falls_back_to_the_automerge_sync_protocol,
+);
+
+fn two_phones_offline_on_one_case_converge_with_nothing_lost(backend: Backend) {
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let sato_tablet = Requester { device: DeviceId::new_random(), ..sato };
+    world
+        .database
+        .write(|c| -> Result<(), StoreError> {
+            c.batch_execute(&format!(
+                "INSERT INTO devices (id, staff_id, label, registered_at) VALUES ('{}', '{}', 'tablet', '2026-04-01 00:00:00')",
+                sato_tablet.device, sato.staff
+            ))?;
+            Ok(())
+        })
+        .unwrap();
+    let ito = staff(&world, Role::Counsellor);
+    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    let shared = visit(&mut a.replica, 10, "インターホンに応答なし。");
+    a.sync(&world);
+    let case = a.replica.case_id().unwrap();
+    world.engine.assign(&case, &ito.staff, Assignment::Other, None).unwrap();
+
+    // 伊藤's phone receives the case whole; 佐藤's tablet too.
+    let mut phones = Vec::new();
+    for who in [ito, sato_tablet] {
+        let response = world.engine.sync(&who, SyncRequest::new(None, vec![])).unwrap();
+        assert_eq!(response.assigned.len(), 1, "the case is assigned to them");
+        let assigned = &response.assigned[0];
+        let replica = CaseReplica::from_doc(AutoCommit::load(&assigned.document.0).unwrap(), actor(&who));
+        phones.push(Phone { who, replica, since: assigned.heads.iter().map(|h| automerge::ChangeHash(h.0)).collect() });
+    }
+    let (mut b, mut t) = (phones.remove(0), phones.remove(0));
+    // Offline: everyone works.
+    a.replica.amend_narrative(shared, "インターホンに応答なし。玄関に手紙を残した。").unwrap();
+    t.replica.insert_into_narrative(shared, 0, "【10時】").unwrap();
+    let from_b = visit(&mut b.replica, 15, "近所の方から話を聞いた。");
+    let from_a = visit(&mut a.replica, 16, "再訪問。");
+    // They sync in some order; then once more to pick up the others' work.
+    for phone in [&mut b, &mut a, &mut t] {
+        let r = phone.sync(&world);
+        assert_eq!(r.documents[0].status, DocumentStatus::Ok, "{:?}", r.documents[0].error);
+    }
+    for phone in [&mut b, &mut a, &mut t] {
+        phone.sync(&world);
+    }
+    let heads = a.replica.heads();
+    assert_eq!(b.replica.heads(), heads);
+    assert_eq!(t.replica.heads(), heads);
+    let view = a.replica.view().unwrap();
+    assert_eq!(view, b.replica.view().unwrap());
+    assert!(view.activities.contains_key(&from_a) && view.activities.contains_key(&from_b));
+    assert_eq!(view.activities[&shared].narrative, "【10時】インターホンに応答なし。玄関に手紙を残した。");
+    assert_eq!(activity_rows(&world, &case), 3, "the projection holds every activity once");
+    // Steady state: nothing new to send or receive.
+    let again = a.sync(&world);
+    assert!(again.documents[0].changes.is_empty());
+    assert_eq!(a.upload().changes.len(), 0);
+}
+
+fn a_first_upload_gets_a_case_number_and_resending_is_a_no_op(backend: Backend) {
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let mut phone = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    visit(&mut phone.replica, 10, "初回訪問");
+    let upload = phone.upload();
+    // The response is lost: the phone never hears it and sends the same batch again.
+    let first = world.engine.sync(&sato, SyncRequest::new(None, vec![upload.clone()])).unwrap();
+    let second = world.engine.sync(&sato, SyncRequest::new(None, vec![upload])).unwrap();
+    let number = first.documents[0].case_number.expect("numbered on first sync");
+    assert!(number.to_string().ends_with("-0001"), "{number}");
+    assert_eq!(second.documents[0].case_number, Some(number));
+    assert_eq!(second.documents[0].heads, first.documents[0].heads);
+    phone.absorb(&second);
+    let case = phone.replica.case_id().unwrap();
+    assert_eq!(phone.replica.view().unwrap().case_number, Some(number), "the number reaches the phone");
+    assert_eq!(activity_rows(&world, &case), 1);
+    let mut conn = world.database.conn().unwrap();
+    let stored: i64 = schema::changes::table.count().get_result(&mut *conn).unwrap();
+    assert_eq!(stored, 3, "open, visit, and the server's case number: no duplicates");
+}
+
+fn refused_uploads_change_nothing_and_are_quarantined(backend: Backend) {
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let ito = staff(&world, Role::Counsellor);
+    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    let activity = visit(&mut a.replica, 10, "訪問");
+    a.sync(&world);
+    let case = a.replica.case_id().unwrap();
+    world.engine.assign(&case, &ito.staff, Assignment::Other, None).unwrap();
+    a.sync(&world); // picks up the server's assignment change
+    let heads = a.since.clone();
+    let saved = a.replica.save();
+
+    let attempt = |who: &Requester, edit: &dyn Fn(&mut AutoCommit)| -> tsunagi_sync::wire::DocumentResult {
+        let mut doc =
+            AutoCommit::load(&saved).unwrap().with_actor(tsunagi_sync::actor::random_device_actor(&who.device));
+        edit(&mut doc);
+        doc.commit();
+        let changes = doc.get_changes(&heads).iter().map(|c| Bytes(c.raw_bytes().to_vec())).collect();
+        let upload = DocumentUpload::new(case, heads.iter().map(Hash::from).collect(), changes);
+        world.engine.sync(who, SyncRequest::new(None, vec![upload])).unwrap().documents.remove(0)
+    };
+    use automerge::transaction::Transactable;
+    use automerge::{ReadDoc, ROOT};
+    let activities = |d: &AutoCommit| d.get(ROOT, "activities").unwrap().unwrap().1;
+    // A change written under another device's actor.
+    let foreign = attempt(&Requester { device: ito.device, ..sato }, &|d| {
+        d.set_actor(tsunagi_sync::actor::random_device_actor(&DeviceId::new_random()));
+        d.put(ROOT, "status", "outreach").unwrap();
+    });
+    // Deleting an activity; setting the case number; amending someone else's activity.
+    let deleting = attempt(&sato, &|d| {
+        let acts = activities(d);
+        d.delete(&acts, activity.to_string()).unwrap();
+    });
+    let numbering = attempt(&sato, &|d| d.put(ROOT, "case_number", "2026-0999").unwrap());
+    let amending = attempt(&ito, &|d| {
+        let acts = activities(d);
+        let a = d.get(&acts, activity.to_string()).unwrap().unwrap().1;
+        d.put(&a, "place", "office").unwrap();
+    });
+    let corrupt = {
+        let upload = DocumentUpload::new(
+            case,
+            heads.iter().map(Hash::from).collect(),
+            vec![Bytes(vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3])],
+        );
+        world.engine.sync(&sato, SyncRequest::new(None, vec![upload])).unwrap().documents.remove(0)
+    };
+    let codes: Vec<_> = [&foreign, &deleting, &numbering, &amending, &corrupt]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, DocumentStatus::Refused);
+            assert_eq!(r.heads, heads.iter().map(Hash::from).collect::<Vec<_>>(), "nothing was applied");
+            r.error.as_ref().unwrap().code
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            DocumentErrorCode::ForeignActor,
+            DocumentErrorCode::InvalidChange,
+            DocumentErrorCode::InvalidChange,
+            DocumentErrorCode::InvalidChange,
+            DocumentErrorCode::CorruptChange
+        ]
+    );
+    let reasons: Vec<_> = [&deleting, &numbering, &amending]
+        .iter()
+        .map(|r| r.error.as_ref().unwrap().violations[0].code.as_str())
+        .collect();
+    assert_eq!(reasons, ["deleted_entity", "server_only_field", "not_own_activity"]);
+    assert_eq!(quarantined(&world).len(), 5, "every refused upload is kept");
+    assert_eq!(activity_rows(&world, &case), 1);
+    // A meeting tablet may not write at all.
+    let tablet = staff(&world, Role::MeetingTablet);
+    let mut t = Phone { who: tablet, replica: open_case(&sato), since: vec![] };
+    t.replica = CaseReplica::from_doc(AutoCommit::load(&t.replica.save()).unwrap(), actor(&sato));
+    let mut forged = AutoCommit::new().with_actor(tsunagi_sync::actor::random_device_actor(&tablet.device));
+    forged.put(ROOT, "schema", 1).unwrap();
+    forged.commit();
+    let upload = DocumentUpload::new(
+        CaseId::new_random(),
+        vec![],
+        forged.get_changes(&[]).iter().map(|c| Bytes(c.raw_bytes().to_vec())).collect(),
+    );
+    let result = world.engine.sync(&tablet, SyncRequest::new(None, vec![upload])).unwrap().documents.remove(0);
+    assert_eq!(result.error.map(|e| e.code), Some(DocumentErrorCode::ReadOnly));
+}
+
+fn a_case_is_invisible_to_those_who_may_not_see_it(backend: Backend) {
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let other = staff(&world, Role::Counsellor);
+    let supervisor = staff(&world, Role::Supervisor);
+    let admin = staff(&world, Role::Administrator);
+    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    visit(&mut a.replica, 10, "訪問");
+    a.sync(&world);
+    let case = a.replica.case_id().unwrap();
+    for who in [other, admin] {
+        let asked = DocumentUpload::new(case, vec![], vec![]);
+        let r = world.engine.sync(&who, SyncRequest::new(None, vec![asked])).unwrap();
+        assert_eq!(r.documents[0].status, DocumentStatus::NotFound);
+        assert!(r.documents[0].changes.is_empty() && r.documents[0].heads.is_empty());
+        assert!(r.assigned.is_empty());
+        // Exactly what an id that does not exist gets.
+        let r2 = world
+            .engine
+            .sync(&who, SyncRequest::new(None, vec![DocumentUpload::new(CaseId::new_random(), vec![], vec![])]))
+            .unwrap();
+        assert_eq!(r2.documents[0].status, r.documents[0].status);
+    }
+    let r = world.engine.sync(&supervisor, SyncRequest::new(None, vec![])).unwrap();
+    assert_eq!(r.assigned.len(), 1, "a supervisor sees the cases of their municipality");
+}
+
+fn an_ended_assignment_purges_the_case_after_its_upload(backend: Backend) {
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let ito = staff(&world, Role::Counsellor);
+    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    a.sync(&world);
+    let case = a.replica.case_id().unwrap();
+    world.engine.assign(&case, &ito.staff, Assignment::Other, None).unwrap();
+    let r = world.engine.sync(&ito, SyncRequest::new(None, vec![])).unwrap();
+    let mut b = Phone {
+        who: ito,
+        replica: CaseReplica::from_doc(AutoCommit::load(&r.assigned[0].document.0).unwrap(), actor(&ito)),
+        since: r.assigned[0].heads.iter().map(|h| automerge::ChangeHash(h.0)).collect(),
+    };
+    // 伊藤 logs a visit offline; meanwhile the assignment ends.
+    let late = visit(&mut b.replica, 11, "不在");
+    world.engine.assign(&case, &ito.staff, Assignment::Remove, None).unwrap();
+    let r = b.sync(&world);
+    assert_eq!(r.documents[0].status, DocumentStatus::Ok, "the visit is kept: {:?}", r.documents[0].error);
+    assert_eq!(r.purge.len(), 1);
+    assert_eq!(r.purge[0].case_id, case);
+    a.sync(&world);
+    assert!(a.replica.view().unwrap().activities.contains_key(&late));
+    // Afterwards the case is simply not there for 伊藤.
+    let r = world.engine.sync(&ito, SyncRequest::new(None, vec![DocumentUpload::new(case, vec![], vec![])])).unwrap();
+    assert_eq!(r.documents[0].status, DocumentStatus::NotFound);
+}
+
+fn unknown_since_falls_back_to_the_automerge_sync_protocol(backend: Backend) {
+    use automerge::sync::{self, SyncDoc};
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    visit(&mut a.replica, 9, "一回目");
+    a.sync(&world);
+    let case = a.replica.case_id().unwrap();
+    visit(&mut a.replica, 10, "二回目");
+    // The phone claims server heads the server never had (as after a server restore).
+    let bogus = DocumentUpload::new(case, vec![Hash([7; 32])], vec![]);
+    let r = world.engine.sync(&sato, SyncRequest::new(None, vec![bogus])).unwrap();
+    assert_eq!(r.documents[0].status, DocumentStatus::Resync);
+    let mut state = sync::State::new();
+    let mut message = r.documents[0].sync_message.clone();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 10, "fallback converges");
+        let doc = a.replica.doc_mut().document().clone();
+        let mut doc = doc;
+        if let Some(m) = message.take() {
+            doc.receive_sync_message(&mut state, sync::Message::decode(&m.0).unwrap()).unwrap();
+        }
+        a.replica = CaseReplica::from_doc(AutoCommit::load(&doc.save()).unwrap(), actor(&sato));
+        match doc.generate_sync_message(&mut state) {
+            Some(reply) => {
+                let upload = DocumentUpload::with_sync_message(case, Bytes(reply.encode()));
+                let r = world.engine.sync(&sato, SyncRequest::new(None, vec![upload])).unwrap();
+                match r.documents[0].status {
+                    DocumentStatus::Resync => message = r.documents[0].sync_message.clone(),
+                    DocumentStatus::Ok => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            None => break,
+        }
+    }
+    assert_eq!(activity_rows(&world, &case), 2, "the change made while out of step arrived");
+}
+
+#[test]
+fn fifty_cases_from_two_server_instances_get_numbers_without_gap_or_duplicate() {
+    let db = TestDatabase::new(Backend::Postgres);
+    let world = World {
+        database: Database::connect(&db.url, 16).unwrap(),
+        engine: SyncEngine::new(Database::connect(&db.url, 16).unwrap()),
+        _db: db,
+    };
+    world.database.migrate().unwrap();
+    world
+        .database
+        .write(|c| -> Result<(), StoreError> {
+            c.batch_execute(
+                "INSERT INTO municipalities (code, name, created_at) VALUES ('122203', '流山市', '2026-04-01 00:00:00');
+                 INSERT INTO organisations (id, name, kind, created_at) VALUES ('org', '流山市', 'direct', '2026-04-01 00:00:00');",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let instances =
+        [SyncEngine::new(world.database.clone()), SyncEngine::new(Database::connect(&world._db.url, 16).unwrap())];
+    let phones: Vec<Requester> = (0..5).map(|_| staff(&world, Role::Counsellor)).collect();
+    let numbers = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for (i, who) in phones.iter().enumerate() {
+            let engine = &instances[i % 2];
+            let numbers = &numbers;
+            scope.spawn(move || {
+                for _ in 0..10 {
+                    let mut phone = Phone { who: *who, replica: open_case(who), since: vec![] };
+                    let upload = phone.upload();
+                    let r = engine.sync(who, SyncRequest::new(None, vec![upload])).unwrap();
+                    numbers.lock().unwrap().push(r.documents[0].case_number.unwrap().serial());
+                }
+            });
+        }
+    });
+    let mut numbers = numbers.into_inner().unwrap();
+    numbers.sort();
+    assert_eq!(numbers, (1..=50).collect::<Vec<u32>>());
+}
