@@ -16,6 +16,10 @@
 //! - [`actor`]: actor ids (device id + suffix) and the authorship check.
 //! - [`wire`]: the request and response of `POST /v1/sync`, in CBOR or JSON.
 //! - [`store`]: the phone's local replica store, crash-safe.
+//! - [`session`]: the client's side of the sync protocol — what to send, and what to do with
+//!   the answer — over the replica store, with no network and no async.
+//! - `client` (cargo feature `client`): the HTTP sync client (reqwest) with sign-in, retries
+//!   and back-off.
 //!
 //! ## Example: two phones, offline, on one case
 //!
@@ -50,10 +54,13 @@
 #![warn(missing_docs)]
 
 pub mod actor;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod document;
 pub mod domain;
 pub mod ids;
 pub mod ops;
+pub mod session;
 pub mod store;
 pub mod validation;
 pub mod wire;

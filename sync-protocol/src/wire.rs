@@ -20,7 +20,7 @@
 //! `docs/protocol.md` in the repository. This module is its Rust form: every type and field
 //! here is described there, with the same names.
 //!
-//! Byte fields ([`Bytes`], [`Hash`]) are CBOR byte strings in CBOR and standard base64 strings
+//! Byte fields ([`Bytes`], [`Hash`](struct@Hash)) are CBOR byte strings in CBOR and standard base64 strings
 //! (RFC 4648 §4, with padding) in JSON. Optional and empty fields may be omitted, and unknown
 //! fields are ignored, so that adding a field does not break an older peer.
 //!
@@ -43,7 +43,8 @@ use base64::Engine as _;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::ids::{CaseId, CaseNumber};
+use crate::domain::Role;
+use crate::ids::{CaseId, CaseNumber, DeviceId, StaffId};
 use crate::validation::Violation;
 
 /// The protocol version this module speaks, sent as `protocol` in every request and response.
@@ -117,7 +118,7 @@ fn cbor_error(err: ciborium::de::Error<std::io::Error>) -> WireError {
 // Encoding
 // ---------------------------------------------------------------------------------------------
 
-/// Encodes a value as CBOR: structs as maps with text keys, [`Bytes`] and [`Hash`] as byte
+/// Encodes a value as CBOR: structs as maps with text keys, [`Bytes`] and [`Hash`](struct@Hash) as byte
 /// strings, omitted optional fields absent.
 ///
 /// # Panics
@@ -142,7 +143,7 @@ pub fn decode_cbor<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     Ok(value)
 }
 
-/// Encodes a value as JSON, with [`Bytes`] and [`Hash`] as base64 strings.
+/// Encodes a value as JSON, with [`Bytes`] and [`Hash`](struct@Hash) as base64 strings.
 ///
 /// # Panics
 ///
@@ -845,6 +846,112 @@ impl From<&WireError> for ApiError {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Authentication
+// ---------------------------------------------------------------------------------------------
+
+/// The path of the sign-in endpoint (method `POST`): [`LoginRequest`] in, [`TokenResponse`] out.
+pub const LOGIN_PATH: &str = "/v1/auth/login";
+
+/// The path of the token renewal endpoint (method `POST`): [`RefreshRequest`] in,
+/// [`TokenResponse`] out.
+pub const REFRESH_PATH: &str = "/v1/auth/refresh";
+
+/// The path of the sign-out endpoint (method `POST`): [`LogoutRequest`] in, no body out. The
+/// refresh token (and the access tokens it issued) stop working.
+pub const LOGOUT_PATH: &str = "/v1/auth/logout";
+
+/// The only `token_type` of a [`TokenResponse`]: the access token is sent as
+/// `Authorization: Bearer <access_token>`.
+pub const BEARER_TOKEN_TYPE: &str = "Bearer";
+
+/// The body of `POST /v1/auth/login` (JSON only, like every authentication endpoint; errors
+/// are an [`ApiError`] body in JSON).
+///
+/// `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// The staff member's login name.
+    pub login: String,
+    /// The staff member's password.
+    pub password: String,
+    /// The registered device signing in; the tokens are bound to it.
+    pub device_id: DeviceId,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("login", &self.login)
+            .field("password", &"<redacted>")
+            .field("device_id", &self.device_id)
+            .finish()
+    }
+}
+
+/// The answer of `POST /v1/auth/login` and `POST /v1/auth/refresh`.
+///
+/// `Debug` leaves both tokens out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// The short-lived access token (a JWT), sent as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always [`BEARER_TOKEN_TYPE`] (`"Bearer"`).
+    pub token_type: String,
+    /// How many seconds from now the access token stays valid.
+    pub expires_in: u64,
+    /// The refresh token, bound to the device: exchanged for new tokens at
+    /// [`REFRESH_PATH`], revoked at [`LOGOUT_PATH`]. Keep it in the platform's secure storage.
+    pub refresh_token: String,
+    /// The staff member signed in.
+    pub staff_id: StaffId,
+    /// The staff member's role: what the app offers (a meeting tablet writes nothing).
+    pub role: Role,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &"<redacted>")
+            .field("staff_id", &self.staff_id)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// The body of `POST /v1/auth/refresh`: exchanges a refresh token for new tokens.
+///
+/// `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    /// The refresh token of the last [`TokenResponse`].
+    pub refresh_token: String,
+}
+
+impl fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshRequest").field("refresh_token", &"<redacted>").finish()
+    }
+}
+
+/// The body of `POST /v1/auth/logout`: revokes a refresh token.
+///
+/// `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutRequest {
+    /// The refresh token to revoke.
+    pub refresh_token: String,
+}
+
+impl fmt::Debug for LogoutRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogoutRequest").field("refresh_token", &"<redacted>").finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------------------
 
@@ -1242,5 +1349,40 @@ mod tests {
         assert_eq!(format!("{:?}", Bytes(vec![1, 2])), "Bytes(2 B: 0102)");
         assert!(format!("{:?}", Bytes(vec![0; 1000])).len() < 60);
         assert_eq!(format!("{:?}", hash(0xab)), format!("Hash({})", "ab".repeat(32)));
+    }
+
+    #[test]
+    fn auth_bodies_are_plain_json_and_hide_secrets_from_debug() {
+        let device = DeviceId::from_uuid(uuid::Uuid::from_bytes([3; 16])).unwrap();
+        let login = LoginRequest { login: "sato".into(), password: "hunter2".into(), device_id: device };
+        let json = String::from_utf8(encode_json(&login)).unwrap();
+        assert_eq!(json, r#"{"login":"sato","password":"hunter2","device_id":"03030303-0303-0303-0303-030303030303"}"#);
+        assert_eq!(decode_json::<LoginRequest>(json.as_bytes()).unwrap(), login);
+        assert!(!format!("{login:?}").contains("hunter2"));
+
+        let staff = StaffId::from_uuid(uuid::Uuid::from_bytes([4; 16])).unwrap();
+        let body = format!(
+            r#"{{"access_token":"eyJ.a.b","token_type":"Bearer","expires_in":900,"refresh_token":"r-123",
+            "staff_id":"{staff}","role":"counsellor","issued_at":"ignored"}}"#
+        );
+        let tokens: TokenResponse = decode_json(body.as_bytes()).unwrap();
+        assert_eq!(tokens.token_type, BEARER_TOKEN_TYPE);
+        assert_eq!((tokens.expires_in, tokens.staff_id, tokens.role), (900, staff, Role::Counsellor));
+        let shown = format!("{tokens:?}");
+        assert!(!shown.contains("eyJ") && !shown.contains("r-123"), "{shown}");
+        assert_eq!(decode_json::<TokenResponse>(&encode_json(&tokens)).unwrap(), tokens);
+        // Every field is required.
+        assert!(decode_json::<TokenResponse>(br#"{"access_token":"a","token_type":"Bearer"}"#).is_err());
+        assert!(decode_json::<TokenResponse>(body.replace("counsellor", "janitor").as_bytes()).is_err());
+
+        for body in [
+            encode_json(&RefreshRequest { refresh_token: "r-9".into() }),
+            encode_json(&LogoutRequest { refresh_token: "r-9".into() }),
+        ] {
+            assert_eq!(body, br#"{"refresh_token":"r-9"}"#);
+        }
+        assert!(!format!("{:?}", RefreshRequest { refresh_token: "r-9".into() }).contains("r-9"));
+        assert!(!format!("{:?}", LogoutRequest { refresh_token: "r-9".into() }).contains("r-9"));
+        assert_eq!([LOGIN_PATH, REFRESH_PATH, LOGOUT_PATH], ["/v1/auth/login", "/v1/auth/refresh", "/v1/auth/logout"]);
     }
 }

@@ -30,6 +30,21 @@ pub struct CaseEntry {
     /// The server's refusal of this case's last batch, kept until a later sync succeeds, so
     /// the app can show the counsellor why.
     pub refusal: Option<Refusal>,
+    /// The case is in fallback mode: the server could not use `since` and the case syncs with
+    /// Automerge's sync protocol until the server answers `ok` (protocol.md, section 8). A
+    /// case in fallback mode is listed in every request.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fallback: bool,
+    /// The server asked the device to delete this case (the purge reason, e.g.
+    /// `"unassigned"`) while it still held changes the server had not acknowledged: they go up
+    /// with the next request, and the case is deleted once that request is answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_pending: Option<String>,
+    /// When the server last answered `not_found` for this case (RFC 3339): no such case on
+    /// the server, or one this device may no longer see. The replica is kept (only a purge
+    /// deletes it); the app shows the case as unavailable. Cleared by the next `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_found_at: Option<String>,
 }
 
 impl CaseEntry {

@@ -11,7 +11,16 @@
 //!   index.json                the index (below), pretty JSON
 //!   cases/                    mode 0700
 //!     <case-uuid>.automerge   AutoCommit::save() bytes of one case, mode 0600
+//!   refused/                  mode 0700; only once the server has refused something
+//!     <case-uuid>/            mode 0700
+//!       <timestamp>.automerge the replica as it was before refused changes left it, mode 0600
 //! ```
+//!
+//! `refused/` keeps what a sync client takes out of a replica when the server refuses it
+//! ([`ReplicaStore::keep_refused`]): the server holds the refused upload in quarantine, and
+//! the device keeps its own copy until the user or an administrator has dealt with it
+//! ([`ReplicaStore::refused_copies`], [`ReplicaStore::discard_refused`]). Nothing a
+//! counsellor recorded is silently dropped.
 //!
 //! `index.json` looks like this (`"format": 1`; an index with another format is refused with
 //! [`StoreError::UnsupportedFormat`] and left untouched):
@@ -105,6 +114,7 @@ use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use automerge::{AutoCommit, ChangeHash};
+use chrono::{DateTime, Utc};
 
 pub use error::{CaseFileError, StoreError};
 pub use index::{CaseEntry, Refusal, INDEX_FORMAT};
@@ -122,6 +132,9 @@ pub const LOCK_FILE: &str = "lock";
 pub const CASES_DIR: &str = "cases";
 /// The extension of a case file: `cases/<case-uuid>.automerge`.
 pub const CASE_EXTENSION: &str = "automerge";
+/// The name of the directory of refused copies in the store directory:
+/// `refused/<case-uuid>/<timestamp>.automerge`.
+pub const REFUSED_DIR: &str = "refused";
 
 /// A phone's local replica store, open and locked. See the [module documentation](self).
 pub struct ReplicaStore {
@@ -169,6 +182,7 @@ impl ReplicaStore {
         // Only our own temporaries: `index.json.tmp` here, any `*.tmp` in `cases/` (ours alone).
         fsio::remove_durably(&dir.join(format!("{INDEX_FILE}{}", fsio::TMP_SUFFIX)), &dir)?;
         fsio::remove_temporaries(&cases_dir)?;
+        remove_refused_temporaries(&dir.join(REFUSED_DIR))?;
 
         let (mut index, mut dirty) = match fsio::read_if_exists(&index_path)? {
             Some(bytes) => (Index::parse(&index_path, &bytes)?, false),
@@ -355,10 +369,106 @@ impl ReplicaStore {
         Ok(had_file || had_entry)
     }
 
+    /// Keeps `bytes` — the `save()` output of a replica of `case` as it was before a sync
+    /// client removed refused changes from it — under
+    /// `refused/<case-uuid>/<timestamp>.automerge` (mode 0600), atomically and durably, and
+    /// returns the path. The timestamp is `at` in UTC (`20261104T091502.123456789Z`), so
+    /// names sort by time; a name already taken gets a `-1`, `-2`, ... suffix. The case need
+    /// not be held.
+    ///
+    /// Write the copy **before** the rebuilt replica replaces the old one: a crash in between
+    /// leaves the old replica and a copy, never neither.
+    pub fn keep_refused(&mut self, case: &CaseId, bytes: &[u8], at: DateTime<Utc>) -> Result<PathBuf, StoreError> {
+        if bytes.is_empty() {
+            return Err(StoreError::EmptyDocument { case: *case });
+        }
+        let refused = self.dir.join(REFUSED_DIR);
+        fsio::ensure_private_dir(&refused)?;
+        let case_dir = refused.join(case.to_string());
+        fsio::ensure_private_dir(&case_dir)?;
+        let stamp = at.format("%Y%m%dT%H%M%S%.9fZ").to_string();
+        let mut name = format!("{stamp}.{CASE_EXTENSION}");
+        let mut n = 0u32;
+        while case_dir.join(&name).exists() {
+            n += 1;
+            name = format!("{stamp}-{n}.{CASE_EXTENSION}");
+        }
+        fsio::write_atomic(&case_dir, &name, bytes)?;
+        Ok(case_dir.join(name))
+    }
+
+    /// The refused copies kept for `case` ([`keep_refused`](Self::keep_refused)), oldest
+    /// first; empty if there are none. Read one with [`std::fs::read`] and load it with
+    /// `AutoCommit::load`.
+    pub fn refused_copies(&self, case: &CaseId) -> Result<Vec<PathBuf>, StoreError> {
+        let case_dir = self.dir.join(REFUSED_DIR).join(case.to_string());
+        let entries = match fs::read_dir(&case_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("list", case_dir, e)),
+        };
+        let mut copies = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list", &case_dir, e))?;
+            let path = entry.path();
+            let is_copy = path.extension().is_some_and(|ext| ext == CASE_EXTENSION);
+            if is_copy && entry.file_type().map_err(|e| io_error("read file type of", &path, e))?.is_file() {
+                copies.push(path);
+            }
+        }
+        // `<stamp>.automerge` before `<stamp>-1.automerge`, `-2`, ... `-10`.
+        copies.sort_by_cached_key(|path| {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            match stem.rsplit_once('-').and_then(|(stamp, n)| Some((stamp.to_owned(), n.parse::<u32>().ok()?))) {
+                Some((stamp, n)) => (stamp, n),
+                None => (stem, 0),
+            }
+        });
+        Ok(copies)
+    }
+
+    /// Every case that has refused copies, in id order (held or not: a purged case's copies go
+    /// with it, see [`discard_refused`](Self::discard_refused)).
+    pub fn cases_with_refused_copies(&self) -> Result<Vec<CaseId>, StoreError> {
+        let refused = self.dir.join(REFUSED_DIR);
+        let entries = match fs::read_dir(&refused) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error("list", refused, e)),
+        };
+        let mut cases = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list", &refused, e))?;
+            if let Some(case) = entry.file_name().to_str().and_then(|n| CaseId::parse(n).ok()) {
+                if !self.refused_copies(&case)?.is_empty() {
+                    cases.push(case);
+                }
+            }
+        }
+        cases.sort();
+        Ok(cases)
+    }
+
+    /// Deletes every refused copy of `case`, durably, and returns how many there were: once
+    /// the user has redone the work, or when the case is purged from the device (its data must
+    /// leave the device; the server keeps the refused upload in quarantine).
+    pub fn discard_refused(&mut self, case: &CaseId) -> Result<usize, StoreError> {
+        let refused = self.dir.join(REFUSED_DIR);
+        let case_dir = refused.join(case.to_string());
+        if !case_dir.is_dir() {
+            return Ok(0);
+        }
+        let copies = self.refused_copies(case)?.len();
+        fs::remove_dir_all(&case_dir).map_err(|e| io_error("delete", &case_dir, e))?;
+        fsio::sync_dir(&refused)?;
+        Ok(copies)
+    }
+
     /// Wipes the store of a revoked device and closes it.
     ///
     /// Deletes every case file first (every file in `cases/`, case files and temporaries
-    /// alike), then the `cases/` directory, the index (and its temporary), and the lock file;
+    /// alike), then the `cases/` directory, the refused copies (`refused/`), the index (and its
+    /// temporary), and the lock file;
     /// then **removes the store directory itself**. If the directory holds files the store did
     /// not create, those are left where they are, and so is the directory — it then holds
     /// only them, and no case data.
@@ -386,6 +496,12 @@ impl ReplicaStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_error("delete directory", &self.cases_dir, e)),
             }
+        }
+        let refused = self.dir.join(REFUSED_DIR);
+        match fs::remove_dir_all(&refused) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("delete directory", &refused, e)),
         }
         fsio::remove_if_exists(&self.index_path)?;
         fsio::remove_if_exists(&self.dir.join(format!("{INDEX_FILE}{}", fsio::TMP_SUFFIX)))?;
@@ -422,6 +538,23 @@ impl ReplicaStore {
         let bytes = index.to_bytes(&self.index_path)?;
         fsio::write_atomic(&self.dir, INDEX_FILE, &bytes)
     }
+}
+
+/// Deletes the temporaries a crash left in `refused/<case-uuid>/` (a missing `refused/` is
+/// fine).
+fn remove_refused_temporaries(refused: &Path) -> Result<(), StoreError> {
+    let entries = match fs::read_dir(refused) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error("list", refused, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("list", refused, e))?;
+        if entry.file_type().map_err(|e| io_error("read file type of", entry.path(), e))?.is_dir() {
+            fsio::remove_temporaries(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The cases that have a file `<case-uuid>.automerge` in `cases_dir`. Other names are ignored.

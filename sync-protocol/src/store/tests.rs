@@ -341,3 +341,92 @@ fn files_are_private_to_their_owner() {
         assert_eq!(mode(&file), 0o600, "{}", file.display());
     }
 }
+
+#[test]
+fn refused_copies_are_kept_listed_and_discarded() {
+    use chrono::TimeZone;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("replica");
+    let mut store = open(&dir);
+    let (case, other) = (CaseId::new_random(), CaseId::new_random());
+    assert!(store.refused_copies(&case).unwrap().is_empty());
+    assert!(store.cases_with_refused_copies().unwrap().is_empty());
+    assert_eq!(store.discard_refused(&case).unwrap(), 0);
+
+    let at = chrono::Utc.with_ymd_and_hms(2026, 11, 4, 9, 15, 2).unwrap();
+    let first = sample_doc().save();
+    let path = store.keep_refused(&case, &first, at).unwrap();
+    assert_eq!(path, dir.join(REFUSED_DIR).join(case.to_string()).join("20261104T091502.000000000Z.automerge"));
+    // The same instant again does not overwrite the first copy.
+    let mut second_doc = sample_doc();
+    second_doc.put(ROOT, "status", "closed").unwrap();
+    let second = store.keep_refused(&case, &second_doc.save(), at).unwrap();
+    assert_ne!(second, path);
+    let later = store.keep_refused(&case, &first, at + chrono::Duration::seconds(1)).unwrap();
+    store.keep_refused(&other, &first, at).unwrap();
+    assert!(matches!(store.keep_refused(&case, &[], at), Err(StoreError::EmptyDocument { .. })));
+
+    assert_eq!(store.refused_copies(&case).unwrap(), vec![path.clone(), second.clone(), later]);
+    assert_eq!(fs::read(&path).unwrap(), first);
+    assert_eq!(status_of(&AutoCommit::load(&fs::read(&second).unwrap()).unwrap()), "closed");
+    let mut both = vec![case, other];
+    both.sort();
+    assert_eq!(store.cases_with_refused_copies().unwrap(), both);
+
+    // A crash mid-write leaves a temporary, removed at the next open; the copies survive.
+    drop(store);
+    let stray = dir.join(REFUSED_DIR).join(case.to_string()).join("x.automerge.tmp");
+    fs::write(&stray, b"half").unwrap();
+    let mut store = open(&dir);
+    assert!(!stray.exists());
+    assert_eq!(store.refused_copies(&case).unwrap().len(), 3);
+
+    assert_eq!(store.discard_refused(&case).unwrap(), 3);
+    assert!(store.refused_copies(&case).unwrap().is_empty());
+    assert_eq!(store.cases_with_refused_copies().unwrap(), vec![other]);
+
+    // A wipe takes the refused copies with it.
+    store.wipe().unwrap();
+    assert!(!dir.exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn refused_copies_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = open(tmp.path());
+    let case = CaseId::new_random();
+    let path = store.keep_refused(&case, &sample_doc().save(), chrono::Utc::now()).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&tmp.path().join(REFUSED_DIR)), 0o700);
+}
+
+#[test]
+fn sync_state_fields_of_an_entry_round_trip_and_older_indexes_still_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let case = CaseId::new_random();
+    {
+        let mut store = open(tmp.path());
+        store.save_doc(&case, &mut sample_doc()).unwrap();
+        // Defaults are not written: an index without them is the format-1 index as before.
+        let text = fs::read_to_string(tmp.path().join(INDEX_FILE)).unwrap();
+        assert!(!text.contains("fallback") && !text.contains("purge_pending") && !text.contains("not_found_at"));
+        store
+            .update_entry(&case, |e| {
+                e.fallback = true;
+                e.purge_pending = Some("unassigned".into());
+                e.not_found_at = Some("2026-11-04T09:00:00+00:00".into());
+            })
+            .unwrap();
+    }
+    let store = open(tmp.path());
+    let entry = store.entry(&case).unwrap();
+    assert!(entry.fallback);
+    assert_eq!(entry.purge_pending.as_deref(), Some("unassigned"));
+    assert_eq!(entry.not_found_at.as_deref(), Some("2026-11-04T09:00:00+00:00"));
+}
