@@ -81,14 +81,35 @@ impl Application {
 fn run(listener: TcpListener, state: AppState) -> Result<Server, StartError> {
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: state.settings.bind, source })?;
     let server = HttpServer::new(move || {
-        App::new().app_data(web::Data::new(state.clone())).configure(crate::api::routes).default_service(web::to(
-            || async {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(request_span))
+            .app_data(web::Data::new(state.clone()))
+            .configure(crate::api::routes)
+            .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiFailure::new(tsunagi_sync::wire::ApiErrorCode::NotFound, "no such endpoint"))
-            },
-        ))
+            }))
     })
     .listen(listener)
     .map_err(|source| StartError::Bind { addr, source })?
     .run();
     Ok(server)
+}
+
+/// Wraps each request in a tracing span with a fresh request id (also sent back as
+/// `X-Request-Id`), and logs its method, path, status and latency; never bodies or headers.
+async fn request_span(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
+    let id = uuid::Uuid::new_v4();
+    let span = tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.path());
+    let started = std::time::Instant::now();
+    let mut response = next.call(request).instrument(span.clone()).await?;
+    let status = response.status().as_u16();
+    span.in_scope(|| tracing::info!(status, elapsed_ms = started.elapsed().as_millis() as u64, "answered"));
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(response)
 }
