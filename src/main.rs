@@ -1,15 +1,24 @@
 //! `tsunagi`: the one command-line binary of the system.
 //!
-//! Subcommands available in this version:
+//! - `tsunagi serve [--config FILE]`: runs the server (configuration from the environment
+//!   and/or a file of `KEY=VALUE` lines; see `tsunagi_server::config`).
+//! - `tsunagi migrate [--config FILE]`: applies pending database migrations.
+//! - `tsunagi admin …`: municipalities, areas, organisations, staff, devices, quarantine.
 //! - `tsunagi inspect FILE`: reads a saved case document (as a phone's replica store keeps
 //!   it) and prints its typed view as JSON, conflicts included, plus every schema issue.
 //! - `tsunagi catalogue`: prints the default referral catalogue as JSON, the starting point
 //!   for a deployment that names its agencies differently.
+//!
+//! Exit codes: 0 success, 1 failure (one line on standard error), 2 wrong usage.
+
+mod admin;
+mod inspect;
+mod serve;
+mod settings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -25,6 +34,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server until stopped (SIGINT/SIGTERM).
+    Serve {
+        /// A file of KEY=VALUE lines (TSUNAGI_DATABASE_URL, TSUNAGI_BIND, ...); the
+        /// environment overrides it.
+        #[arg(long, value_name = "FILE", env = "TSUNAGI_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply pending database migrations, then exit.
+    Migrate {
+        /// A file of KEY=VALUE lines; the environment overrides it.
+        #[arg(long, value_name = "FILE", env = "TSUNAGI_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Administration: accounts, devices, quarantine.
+    Admin(admin::AdminArgs),
     /// Print a saved case document as its typed view (JSON), with conflicts and schema issues.
     Inspect {
         /// A case document file (Automerge `save()` output, e.g. `cases/<case-id>.automerge`).
@@ -35,10 +59,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // clap exits with 2 on wrong usage (and 0 for --help / --version).
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::FAILURE
         }
     }
@@ -46,25 +71,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Inspect { file } => inspect(&file),
+        Command::Serve { config } => serve::serve(config.as_deref()),
+        Command::Migrate { config } => serve::migrate(config.as_deref()),
+        Command::Admin(args) => admin::run(args),
+        Command::Inspect { file } => inspect::inspect(&file),
         Command::Catalogue => {
             println!("{}", tsunagi_sync::domain::catalogue::Catalogue::default().to_json_pretty());
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn inspect(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let doc = automerge::Automerge::load(&bytes)
-        .with_context(|| format!("{} is not an Automerge document", file.display()))?;
-    let reading = tsunagi_sync::document::read_case(&doc);
-    match &reading.view {
-        Some(view) => println!("{}", serde_json::to_string_pretty(view)?),
-        None => eprintln!("{} is not a readable case document", file.display()),
-    }
-    for issue in &reading.issues {
-        eprintln!("schema issue: {issue}");
-    }
-    Ok(if reading.view.is_some() && reading.issues.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

@@ -10,7 +10,9 @@
 //! - [`store`]: the database, both backends, one code base.
 //! - [`error::ApiFailure`]: every error a client can see, with its stable code.
 
+pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod startup;

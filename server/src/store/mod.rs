@@ -13,6 +13,7 @@
 //!
 //! Queries live next to the tables they touch, in the submodules.
 
+pub mod accounts;
 pub mod audit;
 pub mod documents;
 pub mod projections;
