@@ -13,8 +13,9 @@ use clap::{Args, Subcommand};
 use tsunagi_server::admin::{self, NewStaff, OrganisationKind};
 use tsunagi_server::auth::password;
 use tsunagi_server::store::Database;
+use tsunagi_server::sync::{Assignment, SyncEngine};
 use tsunagi_sync::domain::Role;
-use tsunagi_sync::ids::{DeviceId, MunicipalityCode};
+use tsunagi_sync::ids::{CaseId, DeviceId, MunicipalityCode, StaffId};
 use uuid::Uuid;
 
 use crate::settings;
@@ -105,6 +106,25 @@ enum AdminCommand {
         #[arg(value_parser = DeviceId::parse)]
         device: DeviceId,
     },
+    /// Assign a case: make a staff member its primary assignee, add them to its other
+    /// assignees, or remove them. Their devices receive (or purge) it on their next sync.
+    Assign {
+        /// The case id.
+        #[arg(value_parser = CaseId::parse)]
+        case: CaseId,
+        /// The staff member's login name.
+        #[arg(long)]
+        login: String,
+        /// Make them the primary assignee (主担当者).
+        #[arg(long, group = "how")]
+        primary: bool,
+        /// Add them to the other assignees.
+        #[arg(long, group = "how")]
+        other: bool,
+        /// Remove them from the other assignees.
+        #[arg(long, group = "how")]
+        remove: bool,
+    },
     /// Uploads the server refused, kept for an administrator.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
@@ -191,6 +211,20 @@ fn execute(db: &Database, command: AdminCommand) -> anyhow::Result<()> {
                     done.refresh_tokens_revoked
                 );
             }
+        }
+        AdminCommand::Assign { case, login, primary, other, remove } => {
+            let how = match (primary, other, remove) {
+                (true, false, false) => Assignment::Primary,
+                (false, true, false) => Assignment::Other,
+                (false, false, true) => Assignment::Remove,
+                _ => bail!("say how: --primary, --other or --remove"),
+            };
+            let staff = db
+                .read(|conn| tsunagi_server::store::accounts::find_staff_by_login(conn, &login.trim().to_lowercase()))?
+                .with_context(|| format!("no staff member with login {login}"))?;
+            let staff = StaffId::parse(&staff.id).context("a stored staff id does not parse")?;
+            SyncEngine::new(db.clone()).assign(&case, &staff, how, None)?;
+            eprintln!("case {case}: assignment recorded; devices see it on their next sync");
         }
         AdminCommand::Quarantine(QuarantineCommand::List { all }) => {
             let rows = admin::list_quarantine(db, !all)?;

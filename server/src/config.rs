@@ -227,8 +227,12 @@ fn key_beside_database(path: &Path) -> Result<SigningKey, ConfigError> {
         return read_key_file(path);
     }
     let err = |message: String| ConfigError::KeyFile { path: path.to_owned(), message };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(|e| err(e.to_string()))?;
     }
     let mut key = vec![0u8; 64];
     rand::Rng::fill(&mut rand::rng(), key.as_mut_slice());

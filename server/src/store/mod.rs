@@ -160,10 +160,7 @@ impl Database {
     /// directory are created if missing.
     pub fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
         if let DatabaseUrl::Sqlite(path) = url {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
-            }
+            prepare_sqlite_file(path)?;
         }
         // SQLite has one writer anyway; a few readers share the file.
         let size = match url {
@@ -269,6 +266,35 @@ fn rollback(conn: &mut DbConnection) {
     }
 }
 
+/// Creates a missing SQLite database file, and a missing directory for it, readable by the
+/// owner only: the file holds case records under statutory secrecy. (SQLite gives its `-wal`
+/// and `-shm` files the main file's permissions.)
+fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
+    let fail =
+        |what: &Path, e: std::io::Error| StoreError::Unavailable(format!("cannot create {}: {e}", what.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(|e| fail(dir, e))?;
+        }
+    }
+    if !path.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(fail(path, e)),
+        }
+    }
+    Ok(())
+}
+
 /// The default SQLite database when nothing is configured: `tsunagi-data/tsunagi.sqlite3`
 /// under `dir`.
 pub fn default_sqlite_path(dir: &Path) -> PathBuf {
@@ -284,6 +310,17 @@ mod tests {
         let url = DatabaseUrl::Sqlite(dir.path().join("nested/dir/t.sqlite3"));
         let db = Database::connect(&url, 4).unwrap();
         (dir, db)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_sqlite_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, db) = sqlite();
+        db.migrate().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("nested/dir/t.sqlite3")), 0o600);
+        assert_eq!(mode(&dir.path().join("nested/dir")), 0o700);
     }
 
     #[test]
