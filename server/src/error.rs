@@ -60,9 +60,14 @@ impl From<StoreError> for ApiFailure {
                 ApiFailure::new(ApiErrorCode::Unavailable, "the database is unavailable; retry later")
             }
             StoreError::Query(diesel::result::Error::DatabaseError(kind, info))
-                if matches!(kind, diesel::result::DatabaseErrorKind::SerializationFailure)
-                    || info.message().contains("database is locked") =>
+                if matches!(
+                    kind,
+                    diesel::result::DatabaseErrorKind::SerializationFailure
+                        | diesel::result::DatabaseErrorKind::UniqueViolation
+                ) || info.message().contains("database is locked") =>
             {
+                // A concurrent write won a race (e.g. two first uploads of one new case): the
+                // retry finds its result and answers normally.
                 ApiFailure::new(ApiErrorCode::Unavailable, "the database is busy; retry shortly").retry_after(1)
             }
             other => ApiFailure::internal(other),
