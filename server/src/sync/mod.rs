@@ -137,11 +137,11 @@ impl SyncEngine {
                 (None, _) if upload.changes.is_empty() && upload.sync_message.is_none() => return Ok(not_found),
                 _ => {}
             }
+            let mut tx = CaseTx { engine: self, conn, who, case, upload: &upload, at, is_new: row.is_none() };
             let doc = doc.unwrap_or_default();
-            let outcome = if let Some(message) = &upload.sync_message {
-                self.fallback(conn, who, &case, row.is_none(), doc, message, &upload, at)?
-            } else {
-                self.upload(conn, who, &case, row.is_none(), doc, &upload, at)?
+            let outcome = match &upload.sync_message {
+                Some(message) => tx.fallback(doc, message)?,
+                None => tx.upload(doc)?,
             };
             // Purge a case this device held but may no longer see, once its upload is in.
             let now_visible = projections::may_see(conn, who.viewer(), &case)?;
@@ -156,355 +156,6 @@ impl SyncEngine {
             }
             Ok(outcome.map(|result| CaseOutcome { result, purge }).unwrap_or(not_found))
         })
-    }
-
-    /// The normal path: `since` plus the client's changes.
-    #[allow(clippy::too_many_arguments)]
-    fn upload(
-        &self,
-        conn: &mut DbConnection,
-        who: &Requester,
-        case: &CaseId,
-        is_new: bool,
-        doc: Automerge,
-        upload: &DocumentUpload,
-        at: NaiveDateTime,
-    ) -> Result<Option<DocumentResult>, StoreError> {
-        let since: Vec<ChangeHash> = upload.since.iter().map(|h| ChangeHash(h.0)).collect();
-        if since.iter().any(|h| doc.get_change_by_hash(h).is_none()) {
-            return Ok(Some(resync(*case, &doc)));
-        }
-        if upload.changes.len() > MAX_CHANGES_PER_CASE {
-            let error = DocumentError::new(
-                DocumentErrorCode::TooLarge,
-                format!("at most {MAX_CHANGES_PER_CASE} changes per case and request; send the rest next time"),
-            );
-            return Ok(Some(self.current(conn, who, case, &doc, &since, &HashSet::new(), Some(error), at)?));
-        }
-        // Decode, and skip what the server already holds (a retry, or changes of others that
-        // the client resends after a crash): those are no-ops, never refusals.
-        let mut sent = HashSet::new();
-        let mut fresh = Vec::new();
-        for (index, bytes) in upload.changes.iter().enumerate() {
-            match Change::from_bytes(bytes.0.clone()) {
-                Ok(change) => {
-                    sent.insert(change.hash());
-                    if doc.get_change_by_hash(&change.hash()).is_none() {
-                        fresh.push(change);
-                    }
-                }
-                Err(e) => {
-                    let violation = Violation::new(ViolationCode::NotACase, "/", format!("change {index}: {e}"));
-                    return self.refuse(
-                        conn,
-                        who,
-                        case,
-                        &doc,
-                        &since,
-                        upload,
-                        DocumentErrorCode::CorruptChange,
-                        vec![violation],
-                        at,
-                    );
-                }
-            }
-        }
-        if fresh.is_empty() {
-            return Ok(Some(self.current(conn, who, case, &doc, &since, &sent, None, at)?));
-        }
-        let raw_fresh: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
-        match validation::apply_and_validate(&doc, &raw_fresh, &Acting::Staff(who.actor())) {
-            Ok((after, view)) => {
-                if is_new && view.municipality != Some(who.municipality) {
-                    let violation = Violation::new(
-                        ViolationCode::InvalidId,
-                        "/municipality",
-                        "a case is opened in the municipality of the staff member who opens it",
-                    );
-                    return self.refuse(
-                        conn,
-                        who,
-                        case,
-                        &doc,
-                        &since,
-                        upload,
-                        DocumentErrorCode::InvalidChange,
-                        vec![violation],
-                        at,
-                    );
-                }
-                let stored = self.store(conn, who, case, is_new, &doc, after, fresh, at)?;
-                Ok(Some(self.current(conn, who, case, &stored, &since, &sent, None, at)?))
-            }
-            Err(BatchError::MissingDependencies(_)) => Ok(Some(resync(*case, &doc))),
-            Err(BatchError::Corrupt { index, reason }) => {
-                let violation = Violation::new(ViolationCode::NotACase, "/", format!("change {index}: {reason}"));
-                self.refuse(
-                    conn,
-                    who,
-                    case,
-                    &doc,
-                    &since,
-                    upload,
-                    DocumentErrorCode::CorruptChange,
-                    vec![violation],
-                    at,
-                )
-            }
-            Err(BatchError::Refused(violations)) => {
-                let code = if violations.iter().any(|v| v.code == ViolationCode::ForeignActor) {
-                    DocumentErrorCode::ForeignActor
-                } else if violations.iter().any(|v| v.code == ViolationCode::ReadOnlyRole) {
-                    DocumentErrorCode::ReadOnly
-                } else {
-                    DocumentErrorCode::InvalidChange
-                };
-                self.refuse(conn, who, case, &doc, &since, upload, code, violations, at)
-            }
-        }
-    }
-
-    /// Fallback: the standard Automerge sync protocol, one message per request. The server
-    /// keeps no sync state between requests; changes that arrive this way pass the same
-    /// authorship and validation checks as any upload.
-    #[allow(clippy::too_many_arguments)]
-    fn fallback(
-        &self,
-        conn: &mut DbConnection,
-        who: &Requester,
-        case: &CaseId,
-        is_new: bool,
-        doc: Automerge,
-        message: &Bytes,
-        upload: &DocumentUpload,
-        at: NaiveDateTime,
-    ) -> Result<Option<DocumentResult>, StoreError> {
-        let message = match sync::Message::decode(message.as_slice()) {
-            Ok(m) => m,
-            Err(e) => {
-                let violation = Violation::new(ViolationCode::NotACase, "/", format!("sync message: {e}"));
-                return self.refuse(
-                    conn,
-                    who,
-                    case,
-                    &doc,
-                    &[],
-                    upload,
-                    DocumentErrorCode::CorruptChange,
-                    vec![violation],
-                    at,
-                );
-            }
-        };
-        let before = doc.get_heads();
-        let mut state = sync::State::new();
-        let mut received = doc.clone();
-        if received.receive_sync_message(&mut state, message).is_err() {
-            let violation = Violation::new(ViolationCode::NotACase, "/", "the sync message's changes do not decode");
-            return self.refuse(
-                conn,
-                who,
-                case,
-                &doc,
-                &[],
-                upload,
-                DocumentErrorCode::CorruptChange,
-                vec![violation],
-                at,
-            );
-        }
-        let mut current = doc;
-        let fresh = received.get_changes(&before);
-        if !fresh.is_empty() && received.get_missing_deps(&[]).is_empty() {
-            let raw_fresh: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
-            match validation::apply_and_validate(&current, &raw_fresh, &Acting::Staff(who.actor())) {
-                Ok((after, view)) if !is_new || view.municipality == Some(who.municipality) => {
-                    current = self.store(conn, who, case, is_new, &current, after, fresh, at)?;
-                }
-                Ok(_) => {
-                    let violation = Violation::new(
-                        ViolationCode::InvalidId,
-                        "/municipality",
-                        "not the staff member's municipality",
-                    );
-                    return self.refuse(
-                        conn,
-                        who,
-                        case,
-                        &current,
-                        &[],
-                        upload,
-                        DocumentErrorCode::InvalidChange,
-                        vec![violation],
-                        at,
-                    );
-                }
-                Err(BatchError::MissingDependencies(_)) => {}
-                Err(BatchError::Corrupt { index, reason }) => {
-                    let violation = Violation::new(ViolationCode::NotACase, "/", format!("change {index}: {reason}"));
-                    return self.refuse(
-                        conn,
-                        who,
-                        case,
-                        &current,
-                        &[],
-                        upload,
-                        DocumentErrorCode::CorruptChange,
-                        vec![violation],
-                        at,
-                    );
-                }
-                Err(BatchError::Refused(violations)) => {
-                    return self.refuse(
-                        conn,
-                        who,
-                        case,
-                        &current,
-                        &[],
-                        upload,
-                        DocumentErrorCode::InvalidChange,
-                        violations,
-                        at,
-                    );
-                }
-            }
-        }
-        if is_new && current.get_heads().is_empty() {
-            return Ok(None);
-        }
-        // Answer from the stored state, with the peer's heads and wishes from its message.
-        let mut answer_state = state;
-        match current.generate_sync_message(&mut answer_state) {
-            Some(reply) => {
-                audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(case), "sync.download", "fallback")?;
-                Ok(Some(DocumentResult::resync(*case, Bytes(reply.encode()))))
-            }
-            None => Ok(Some(
-                DocumentResult::ok(*case, hashes(&current.get_heads()), Vec::new())
-                    .with_case_number(case_number_of(&current)),
-            )),
-        }
-    }
-
-    /// Writes accepted changes (and, for a new case, its number), heads, projections, audit.
-    /// Returns the stored document.
-    #[allow(clippy::too_many_arguments)]
-    fn store(
-        &self,
-        conn: &mut DbConnection,
-        who: &Requester,
-        case: &CaseId,
-        is_new: bool,
-        before: &Automerge,
-        mut after: Automerge,
-        fresh: Vec<Change>,
-        at: NaiveDateTime,
-    ) -> Result<Automerge, StoreError> {
-        if is_new {
-            documents::insert(conn, case, &who.municipality, at)?;
-        }
-        documents::append_changes(conn, case, &fresh, Sender { staff: Some(who.staff), device: Some(who.device) }, at)?;
-        if case_number_of(&after).is_none() {
-            // First stored: the case number of this fiscal year (dates in Asia/Tokyo).
-            let jst = FixedOffset::east_opt(9 * 3600).ok_or_else(|| StoreError::Corrupt("offset".into()))?;
-            let fiscal_year = FiscalYear::containing(Utc::now().with_timezone(&jst).date_naive());
-            let number = projections::next_case_number(conn, &who.municipality, fiscal_year)?;
-            let heads = after.get_heads();
-            after.set_actor(self.actor.clone());
-            let mut tx = after.transaction();
-            tx.put(ROOT, keys::CASE_NUMBER, number.to_string()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            tx.commit_with(
-                CommitOptions::default().with_message("assign case number").with_time(Utc::now().timestamp()),
-            );
-            let own = after.get_changes(&heads);
-            if let Err(violations) = validation::validate_update(&after, &heads, &Acting::Server) {
-                return Err(StoreError::Corrupt(format!("the server's case number change is invalid: {violations:?}")));
-            }
-            documents::append_changes(conn, case, &own, Sender { staff: None, device: None }, at)?;
-            audit::record(conn, at, None, None, Some(case), "case.number_assigned", &number.to_string())?;
-        }
-        let row = documents::lock(conn, case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
-        documents::update(conn, &row, &after, at)?;
-        let view = tsunagi_sync::document::read_case(&after)
-            .view
-            .ok_or_else(|| StoreError::Corrupt("an accepted document does not read".into()))?;
-        projections::project(conn, &view, at)?;
-        let detail = format!("{} change(s), {} before", fresh.len(), before.get_heads().len());
-        audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(case), "sync.upload", &detail)?;
-        Ok(after)
-    }
-
-    /// `ok` (or `refused` with `error`): the server's heads and what the client lacks.
-    #[allow(clippy::too_many_arguments)]
-    fn current(
-        &self,
-        conn: &mut DbConnection,
-        who: &Requester,
-        case: &CaseId,
-        doc: &Automerge,
-        since: &[ChangeHash],
-        sent: &HashSet<ChangeHash>,
-        error: Option<DocumentError>,
-        at: NaiveDateTime,
-    ) -> Result<DocumentResult, StoreError> {
-        let lacking: Vec<Change> = doc.get_changes(since).into_iter().filter(|c| !sent.contains(&c.hash())).collect();
-        if !lacking.is_empty() {
-            let detail = format!("{} change(s)", lacking.len());
-            audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(case), "sync.download", &detail)?;
-        }
-        let heads = hashes(&doc.get_heads());
-        let result = match error {
-            None => DocumentResult::ok(*case, heads, raw(&lacking)),
-            Some(error) => DocumentResult::refused(*case, error, heads, raw(&lacking)),
-        };
-        Ok(result.with_case_number(case_number_of(doc)))
-    }
-
-    /// Refuses an upload: nothing of it is applied; it is kept in quarantine with why.
-    #[allow(clippy::too_many_arguments)]
-    fn refuse(
-        &self,
-        conn: &mut DbConnection,
-        who: &Requester,
-        case: &CaseId,
-        doc: &Automerge,
-        since: &[ChangeHash],
-        upload: &DocumentUpload,
-        code: DocumentErrorCode,
-        violations: Vec<Violation>,
-        at: NaiveDateTime,
-    ) -> Result<Option<DocumentResult>, StoreError> {
-        let violations_json = serde_json::to_string(&violations).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let id = audit::quarantine(
-            conn,
-            at,
-            Quarantined {
-                case,
-                staff: &who.staff,
-                device: &who.device,
-                code: code.as_str(),
-                violations: violations_json,
-                upload: encode_cbor(upload),
-            },
-        )?;
-        let codes: Vec<&str> = violations.iter().map(|v| v.code.as_str()).collect();
-        audit::record(
-            conn,
-            at,
-            Some(&who.staff),
-            Some(&who.device),
-            Some(case),
-            "sync.refused",
-            &format!("{} [{}] quarantine {id}", code.as_str(), codes.join(",")),
-        )?;
-        tracing::info!(case = %case, staff = %who.staff, device = %who.device, code = code.as_str(), quarantine = %id, "upload refused");
-        let error = DocumentError { code, message: refusal_message(code), violations };
-        let known = documents::find(conn, case)?.is_some();
-        if !known {
-            return Ok(Some(DocumentResult::refused(*case, error, Vec::new(), Vec::new())));
-        }
-        let since: Vec<ChangeHash> = since.iter().filter(|h| doc.get_change_by_hash(h).is_some()).copied().collect();
-        Ok(Some(self.current(conn, who, case, doc, &since, &HashSet::new(), Some(error), at)?))
     }
 
     /// Cases this device may see but did not list: sent whole, paged by a byte budget.
@@ -555,6 +206,254 @@ impl SyncEngine {
             }
         }
         Ok(())
+    }
+}
+
+/// What checking a batch of changes against a document came to.
+enum Checked {
+    /// Authored by the device and valid: the merged document and its view.
+    Accepted(Box<(Automerge, tsunagi_sync::document::CaseView)>),
+    /// The changes depend on changes the server lacks.
+    Resync,
+    /// Refused, with why.
+    Refused(DocumentErrorCode, Vec<Violation>),
+}
+
+/// The per-case error for bytes that do not decode.
+fn corrupt(detail: String) -> Checked {
+    Checked::Refused(DocumentErrorCode::CorruptChange, vec![Violation::new(ViolationCode::NotACase, "/", detail)])
+}
+
+/// Applies `fresh` to a copy of `doc` and validates it for `who`; a new case must be opened in
+/// the municipality of the staff member who opens it.
+fn check(doc: &Automerge, fresh: &[Change], who: &Requester, is_new: bool) -> Checked {
+    let raw: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
+    match validation::apply_and_validate(doc, &raw, &Acting::Staff(who.actor())) {
+        Ok((_, view)) if is_new && view.municipality != Some(who.municipality) => Checked::Refused(
+            DocumentErrorCode::InvalidChange,
+            vec![Violation::new(
+                ViolationCode::InvalidId,
+                "/municipality",
+                "a case is opened in the municipality of the staff member who opens it",
+            )],
+        ),
+        Ok(accepted) => Checked::Accepted(Box::new(accepted)),
+        Err(BatchError::MissingDependencies(_)) => Checked::Resync,
+        Err(BatchError::Corrupt { index, reason }) => corrupt(format!("change {index}: {reason}")),
+        Err(BatchError::Refused(violations)) => {
+            let code = if violations.iter().any(|v| v.code == ViolationCode::ForeignActor) {
+                DocumentErrorCode::ForeignActor
+            } else if violations.iter().any(|v| v.code == ViolationCode::ReadOnlyRole) {
+                DocumentErrorCode::ReadOnly
+            } else {
+                DocumentErrorCode::InvalidChange
+            };
+            Checked::Refused(code, violations)
+        }
+    }
+}
+
+/// One case of a request, inside its write transaction.
+struct CaseTx<'a> {
+    engine: &'a SyncEngine,
+    conn: &'a mut DbConnection,
+    who: &'a Requester,
+    case: CaseId,
+    upload: &'a DocumentUpload,
+    at: NaiveDateTime,
+    /// The server had no document for this case before this request.
+    is_new: bool,
+}
+
+impl CaseTx<'_> {
+    /// The normal path: `since` plus the client's changes.
+    fn upload(&mut self, doc: Automerge) -> Result<Option<DocumentResult>, StoreError> {
+        let since: Vec<ChangeHash> = self.upload.since.iter().map(|h| ChangeHash(h.0)).collect();
+        if since.iter().any(|h| doc.get_change_by_hash(h).is_none()) {
+            return Ok(Some(resync(self.case, &doc)));
+        }
+        if self.upload.changes.len() > MAX_CHANGES_PER_CASE {
+            let error = DocumentError::new(
+                DocumentErrorCode::TooLarge,
+                format!("at most {MAX_CHANGES_PER_CASE} changes per case and request; send the rest next time"),
+            );
+            return Ok(Some(self.current(&doc, &since, &HashSet::new(), Some(error))?));
+        }
+        // Decode, and skip what the server already holds (a retry, or changes of others that
+        // the client resends after a crash): those are no-ops, never refusals.
+        let mut sent = HashSet::new();
+        let mut fresh = Vec::new();
+        for (index, bytes) in self.upload.changes.iter().enumerate() {
+            match Change::from_bytes(bytes.0.clone()) {
+                Ok(change) => {
+                    sent.insert(change.hash());
+                    if doc.get_change_by_hash(&change.hash()).is_none() {
+                        fresh.push(change);
+                    }
+                }
+                Err(e) => return self.settle(&doc, &since, corrupt(format!("change {index}: {e}"))),
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(Some(self.current(&doc, &since, &sent, None)?));
+        }
+        match check(&doc, &fresh, self.who, self.is_new) {
+            Checked::Accepted(accepted) => {
+                let (after, view) = *accepted;
+                let stored = self.store(&doc, after, view, fresh)?;
+                Ok(Some(self.current(&stored, &since, &sent, None)?))
+            }
+            Checked::Resync => Ok(Some(resync(self.case, &doc))),
+            refused => self.settle(&doc, &since, refused),
+        }
+    }
+
+    /// Fallback: the standard Automerge sync protocol, one message per request. The server
+    /// keeps no sync state between requests; changes that arrive this way pass the same
+    /// authorship and validation checks as any upload.
+    fn fallback(&mut self, doc: Automerge, message: &Bytes) -> Result<Option<DocumentResult>, StoreError> {
+        let message = match sync::Message::decode(message.as_slice()) {
+            Ok(m) => m,
+            Err(e) => return self.settle(&doc, &[], corrupt(format!("sync message: {e}"))),
+        };
+        let before = doc.get_heads();
+        let mut state = sync::State::new();
+        let mut received = doc.clone();
+        if received.receive_sync_message(&mut state, message).is_err() {
+            return self.settle(&doc, &[], corrupt("the sync message's changes do not decode".into()));
+        }
+        let mut current = doc;
+        let fresh = received.get_changes(&before);
+        if !fresh.is_empty() && received.get_missing_deps(&[]).is_empty() {
+            match check(&current, &fresh, self.who, self.is_new) {
+                Checked::Accepted(accepted) => {
+                    let (after, view) = *accepted;
+                    current = self.store(&current, after, view, fresh)?;
+                }
+                Checked::Resync => {}
+                refused => return self.settle(&current, &[], refused),
+            }
+        }
+        if self.is_new && current.get_heads().is_empty() {
+            return Ok(None);
+        }
+        // Answer from the stored state, with the peer's heads and wishes from its message.
+        match current.generate_sync_message(&mut state) {
+            Some(reply) => {
+                self.audit("sync.download", "fallback")?;
+                Ok(Some(DocumentResult::resync(self.case, Bytes(reply.encode()))))
+            }
+            None => Ok(Some(
+                DocumentResult::ok(self.case, hashes(&current.get_heads()), Vec::new())
+                    .with_case_number(case_number_of(&current)),
+            )),
+        }
+    }
+
+    fn audit(&mut self, action: &str, detail: &str) -> Result<(), StoreError> {
+        let who = self.who;
+        audit::record(self.conn, self.at, Some(&who.staff), Some(&who.device), Some(&self.case), action, detail)
+    }
+
+    /// Writes accepted changes (and, for a new case, its number), heads, projections, audit.
+    /// Returns the stored document.
+    fn store(
+        &mut self,
+        before: &Automerge,
+        mut after: Automerge,
+        mut view: tsunagi_sync::document::CaseView,
+        fresh: Vec<Change>,
+    ) -> Result<Automerge, StoreError> {
+        let (case, at, who) = (self.case, self.at, self.who);
+        if self.is_new {
+            documents::insert(self.conn, &case, &who.municipality, at)?;
+        }
+        let sender = Sender { staff: Some(who.staff), device: Some(who.device) };
+        documents::append_changes(self.conn, &case, &fresh, sender, at)?;
+        if case_number_of(&after).is_none() {
+            // First stored: the case number of this fiscal year (dates in Asia/Tokyo).
+            let jst = FixedOffset::east_opt(9 * 3600).ok_or_else(|| StoreError::Corrupt("offset".into()))?;
+            let fiscal_year = FiscalYear::containing(Utc::now().with_timezone(&jst).date_naive());
+            let number = projections::next_case_number(self.conn, &who.municipality, fiscal_year)?;
+            let heads = after.get_heads();
+            after.set_actor(self.engine.actor.clone());
+            let mut tx = after.transaction();
+            tx.put(ROOT, keys::CASE_NUMBER, number.to_string()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tx.commit_with(
+                CommitOptions::default().with_message("assign case number").with_time(Utc::now().timestamp()),
+            );
+            let own = after.get_changes(&heads);
+            if let Err(violations) = validation::validate_update(&after, &heads, &Acting::Server) {
+                return Err(StoreError::Corrupt(format!("the server's case number change is invalid: {violations:?}")));
+            }
+            documents::append_changes(self.conn, &case, &own, Sender { staff: None, device: None }, at)?;
+            audit::record(self.conn, at, None, None, Some(&case), "case.number_assigned", &number.to_string())?;
+            view.case_number = Some(number);
+        }
+        let row =
+            documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
+        documents::update(self.conn, &row, &after, at)?;
+        projections::project(self.conn, &view, at)?;
+        self.audit("sync.upload", &format!("{} change(s), {} before", fresh.len(), before.get_heads().len()))?;
+        Ok(after)
+    }
+
+    /// `ok` (or `refused` with `error`): the server's heads and what the client lacks.
+    fn current(
+        &mut self,
+        doc: &Automerge,
+        since: &[ChangeHash],
+        sent: &HashSet<ChangeHash>,
+        error: Option<DocumentError>,
+    ) -> Result<DocumentResult, StoreError> {
+        let lacking: Vec<Change> = doc.get_changes(since).into_iter().filter(|c| !sent.contains(&c.hash())).collect();
+        if !lacking.is_empty() {
+            self.audit("sync.download", &format!("{} change(s)", lacking.len()))?;
+        }
+        let heads = hashes(&doc.get_heads());
+        let result = match error {
+            None => DocumentResult::ok(self.case, heads, raw(&lacking)),
+            Some(error) => DocumentResult::refused(self.case, error, heads, raw(&lacking)),
+        };
+        Ok(result.with_case_number(case_number_of(doc)))
+    }
+
+    /// Answers a batch that was not accepted: a refusal is quarantined (nothing of it is
+    /// applied) and answered with why; a batch missing dependencies falls back to resync.
+    fn settle(
+        &mut self,
+        doc: &Automerge,
+        since: &[ChangeHash],
+        checked: Checked,
+    ) -> Result<Option<DocumentResult>, StoreError> {
+        let (code, violations) = match checked {
+            Checked::Refused(code, violations) => (code, violations),
+            Checked::Resync => return Ok(Some(resync(self.case, doc))),
+            Checked::Accepted(_) => return Err(StoreError::Corrupt("an accepted batch settled as refused".into())),
+        };
+        let (case, who) = (self.case, self.who);
+        let violations_json = serde_json::to_string(&violations).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let id = audit::quarantine(
+            self.conn,
+            self.at,
+            Quarantined {
+                case: &case,
+                staff: &who.staff,
+                device: &who.device,
+                code: code.as_str(),
+                violations: violations_json,
+                upload: encode_cbor(self.upload),
+            },
+        )?;
+        let codes: Vec<&str> = violations.iter().map(|v| v.code.as_str()).collect();
+        self.audit("sync.refused", &format!("{} [{}] quarantine {id}", code.as_str(), codes.join(",")))?;
+        tracing::info!(case = %case, code = code.as_str(), quarantine = %id, "upload refused");
+        let error = DocumentError { code, message: refusal_message(code), violations };
+        if documents::find(self.conn, &case)?.is_none() {
+            return Ok(Some(DocumentResult::refused(case, error, Vec::new(), Vec::new())));
+        }
+        let since: Vec<ChangeHash> = since.iter().filter(|h| doc.get_change_by_hash(h).is_some()).copied().collect();
+        Ok(Some(self.current(doc, &since, &HashSet::new(), Some(error))?))
     }
 }
 

@@ -26,10 +26,8 @@ struct World {
     engine: SyncEngine,
 }
 
-fn world(backend: Backend) -> World {
-    let db = TestDatabase::new(backend);
-    let database = Database::connect(&db.url, 8).unwrap();
-    database.migrate().unwrap();
+/// The municipality and organisation every test works in.
+fn seed_municipality(database: &Database) {
     database
         .write(|c| -> Result<(), StoreError> {
             c.batch_execute(
@@ -39,6 +37,13 @@ fn world(backend: Backend) -> World {
             Ok(())
         })
         .unwrap();
+}
+
+fn world(backend: Backend) -> World {
+    let db = TestDatabase::new(backend);
+    let database = Database::connect(&db.url, 8).unwrap();
+    database.migrate().unwrap();
+    seed_municipality(&database);
     World { engine: SyncEngine::new(database.clone()), database, _db: db }
 }
 
@@ -438,16 +443,7 @@ fn fifty_cases_from_two_server_instances_get_numbers_without_gap_or_duplicate() 
         _db: db,
     };
     world.database.migrate().unwrap();
-    world
-        .database
-        .write(|c| -> Result<(), StoreError> {
-            c.batch_execute(
-                "INSERT INTO municipalities (code, name, created_at) VALUES ('122203', '流山市', '2026-04-01 00:00:00');
-                 INSERT INTO organisations (id, name, kind, created_at) VALUES ('org', '流山市', 'direct', '2026-04-01 00:00:00');",
-            )?;
-            Ok(())
-        })
-        .unwrap();
+    seed_municipality(&world.database);
     let instances =
         [SyncEngine::new(world.database.clone()), SyncEngine::new(Database::connect(&world._db.url, 16).unwrap())];
     let phones: Vec<Requester> = (0..5).map(|_| staff(&world, Role::Counsellor)).collect();
