@@ -312,6 +312,46 @@ mod tests {
         (dir, db)
     }
 
+    /// Every `table.column` of a migrated database, sorted.
+    fn columns(db: &Database) -> Vec<String> {
+        use diesel::sql_types::Text;
+        #[derive(diesel::QueryableByName)]
+        struct Column {
+            #[diesel(sql_type = Text)]
+            name: String,
+        }
+        let query = match db.backend() {
+            "postgresql" => {
+                "SELECT table_name || '.' || column_name AS name FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations'"
+            }
+            _ => {
+                "SELECT m.name || '.' || p.name AS name FROM sqlite_master m, pragma_table_info(m.name) p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '__diesel_schema_migrations'"
+            }
+        };
+        let mut conn = db.conn().unwrap();
+        let mut names: Vec<String> = diesel::RunQueryDsl::load::<Column>(diesel::sql_query(query), &mut *conn)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn both_backends_migrate_to_the_same_tables_and_columns() {
+        let (_dir, sqlite) = sqlite();
+        sqlite.migrate().unwrap();
+        let pg = crate::testing::TestDatabase::new(crate::testing::Backend::Postgres);
+        let postgres = Database::connect(&pg.url, 2).unwrap();
+        postgres.migrate().unwrap();
+        let (a, b) = (columns(&sqlite), columns(&postgres));
+        assert!(a.len() > 100, "{} columns", a.len());
+        assert_eq!(a, b, "migrations/sqlite and migrations/postgres must stay in step");
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_new_sqlite_database_is_readable_by_its_owner_only() {
