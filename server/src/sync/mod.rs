@@ -137,7 +137,16 @@ impl SyncEngine {
                 (None, _) if upload.changes.is_empty() && upload.sync_message.is_none() => return Ok(not_found),
                 _ => {}
             }
-            let mut tx = CaseTx { engine: self, conn, who, case, upload: &upload, at, is_new: row.is_none() };
+            let mut tx = CaseTx {
+                engine: self,
+                conn,
+                who,
+                case,
+                upload: &upload,
+                at,
+                is_new: row.is_none(),
+                may_read: row.is_none() || visible,
+            };
             let doc = doc.unwrap_or_default();
             let outcome = match &upload.sync_message {
                 Some(message) => tx.fallback(doc, message)?,
@@ -263,6 +272,10 @@ struct CaseTx<'a> {
     at: NaiveDateTime,
     /// The server had no document for this case before this request.
     is_new: bool,
+    /// The device may see the case now. A device that held the case and lost access may still
+    /// upload what it made, but is sent nothing of the case back: not others' changes, not its
+    /// heads, not its number.
+    may_read: bool,
 }
 
 impl CaseTx<'_> {
@@ -337,6 +350,9 @@ impl CaseTx<'_> {
         if self.is_new && current.get_heads().is_empty() {
             return Ok(None);
         }
+        if !self.may_read {
+            return Ok(Some(DocumentResult::ok(self.case, Vec::new(), Vec::new())));
+        }
         // Answer from the stored state, with the peer's heads and wishes from its message.
         match current.generate_sync_message(&mut state) {
             Some(reply) => {
@@ -406,6 +422,20 @@ impl CaseTx<'_> {
         sent: &HashSet<ChangeHash>,
         error: Option<DocumentError>,
     ) -> Result<DocumentResult, StoreError> {
+        if !self.may_read {
+            // Acknowledge exactly what the device already knows (its `since` and what it just
+            // sent), so it can purge the case; send nothing it does not have.
+            let known: Vec<ChangeHash> =
+                since.iter().chain(sent.iter()).filter(|h| doc.get_change_by_hash(h).is_some()).copied().collect();
+            let heads = match known.is_empty() {
+                true => Vec::new(),
+                false => doc.fork_at(&known).map(|d| hashes(&d.get_heads())).unwrap_or_default(),
+            };
+            return Ok(match error {
+                None => DocumentResult::ok(self.case, heads, Vec::new()),
+                Some(error) => DocumentResult::refused(self.case, error, heads, Vec::new()),
+            });
+        }
         let lacking: Vec<Change> = doc.get_changes(since).into_iter().filter(|c| !sent.contains(&c.hash())).collect();
         if !lacking.is_empty() {
             self.audit("sync.download", &format!("{} change(s)", lacking.len()))?;
