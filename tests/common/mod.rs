@@ -18,10 +18,11 @@ use tsunagi_server::admin::{self, NewStaff, OrganisationKind};
 use tsunagi_server::config::{Settings, SigningKey};
 use tsunagi_server::startup::Application;
 use tsunagi_server::store::{Database, DatabaseUrl};
+use tsunagi_server::sync::{AssignError, Assignment, SyncEngine};
 pub use tsunagi_server::testing::Backend;
 use tsunagi_server::testing::TestDatabase;
 use tsunagi_sync::domain::Role;
-use tsunagi_sync::ids::{DeviceId, MunicipalityCode, StaffId};
+use tsunagi_sync::ids::{CaseId, DeviceId, MunicipalityCode, StaffId};
 use tsunagi_sync::wire::{TokenResponse, LOGIN_PATH, LOGOUT_PATH, REFRESH_PATH};
 use uuid::Uuid;
 
@@ -61,23 +62,34 @@ pub struct TestApp {
     pub settings: Settings,
     /// An HTTP/1.1 client.
     pub http: reqwest::Client,
+    /// The server's sync engine (for what a supervisor does on the web, e.g. assignments).
+    pub engine: SyncEngine,
     _database: TestDatabase,
 }
 
 /// Starts the server on a fresh database of `backend`, on a random port.
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_app`], with the default settings changed by `configure` first (e.g. a small
+/// `max_body_bytes`). The database URL and the bind address are the test's own.
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> TestApp {
     let database = TestDatabase::new(backend);
     let mut key = vec![0u8; 32];
     rand::fill(&mut key[..]);
     let mut settings = Settings::new(database.url.clone(), SigningKey::new(key).expect("a 32-byte key"));
+    configure(&mut settings);
+    settings.database_url = database.url.clone();
     settings.bind = "127.0.0.1:0".parse().expect("an address");
     let app = Application::build(settings.clone()).expect("the server starts");
     let port = app.port();
     let db = app.state().db.clone();
+    let engine = app.state().engine.clone();
     // actix-web's server is a future that runs on tokio; its workers have threads of their own.
     tokio::spawn(app.run_until_stopped());
     let http = reqwest::Client::builder().no_proxy().build().expect("an HTTP client");
-    TestApp { address: format!("http://127.0.0.1:{port}"), port, db, settings, http, _database: database }
+    TestApp { address: format!("http://127.0.0.1:{port}"), port, db, settings, http, engine, _database: database }
 }
 
 /// A seeded staff member with one registered device and a known password.
@@ -142,6 +154,48 @@ impl TestApp {
             meeting_tablet: person("meeting-room-1", "会議室タブレット", Role::MeetingTablet, None),
             administrator: person("admin", "システム管理者", Role::Administrator, None),
         }
+    }
+
+    /// Starts another server instance on this app's database, with the same settings (and so
+    /// the same signing key: tokens of one instance work on the other), on a random port;
+    /// returns its base URL (`http://127.0.0.1:PORT`). It runs as long as the test does.
+    pub async fn spawn_instance(&self) -> String {
+        let mut settings = self.settings.clone();
+        settings.bind = "127.0.0.1:0".parse().expect("an address");
+        let app = Application::build(settings).expect("the second instance starts");
+        let port = app.port();
+        tokio::spawn(app.run_until_stopped());
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// Creates one more counsellor of area `east` in the seeded municipality, with a
+    /// registered device and the password `<login>-passphrase-123`.
+    pub fn add_counsellor(&self, seed: &Seed, login: &str, name: &str) -> Person {
+        let password = format!("{login}-passphrase-123");
+        let new = NewStaff {
+            login,
+            display_name: name,
+            role: Role::Counsellor,
+            organisation: seed.organisation,
+            municipality: seed.municipality,
+            area: Some("east"),
+        };
+        let staff = admin::create_staff(&self.db, &new, &password).unwrap();
+        let device = admin::register_device(&self.db, login, &format!("{name}の端末")).unwrap();
+        Person { login: login.to_owned(), password, staff, device, role: Role::Counsellor }
+    }
+
+    /// Registers a further device for `who` (a tablet besides the phone): the same person,
+    /// signed in on another device.
+    pub fn add_device(&self, who: &Person, label: &str) -> Person {
+        let device = admin::register_device(&self.db, &who.login, label).unwrap();
+        Person { device, ..who.clone() }
+    }
+
+    /// What a supervisor does on the web: changes who is assigned to `case`, as one change
+    /// by the server (no one named as having ordered it).
+    pub fn assign(&self, case: &CaseId, staff: &StaffId, how: Assignment) -> Result<(), AssignError> {
+        self.engine.assign(case, staff, how, None)
     }
 
     /// The database URL, as `TSUNAGI_DATABASE_URL` would give it.
