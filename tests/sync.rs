@@ -39,6 +39,7 @@ use common::{spawn_app, spawn_app_with, Backend, Person, TestApp, MUNICIPALITY};
 
 on_both_backends!(
     a_case_opened_offline_gets_its_number_on_first_sync,
+    tsunagi_admin_assign_sends_a_case_to_a_colleagues_phone_and_back_off_it,
     two_devices_amend_one_narrative_while_a_colleague_logs_a_visit_phone_first,
     two_devices_amend_one_narrative_while_a_colleague_logs_a_visit_tablet_first,
     sending_the_same_batch_twice_is_a_no_op,
@@ -1152,4 +1153,37 @@ async fn fifty_cases_opened_offline_on_two_server_instances_are_numbered_without
         .unwrap();
     let distinct: BTreeSet<String> = numbers.iter().flatten().cloned().collect();
     assert_eq!((numbers.len(), distinct.len()), (50, 50), "every case has its own number in the projection");
+}
+
+/// An administrator assigns a case from the command line; the colleague's phone gets it on
+/// its next sync, and purges it once the administrator removes them again.
+async fn tsunagi_admin_assign_sends_a_case_to_a_colleagues_phone_and_back_off_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let mut phone = Phone::sign_in(&app.address, &people.counsellor).await;
+    let case = phone.open_case();
+    phone.sync().await;
+    let suzuki = &people.counsellor2;
+    let mut colleague = Phone::sign_in(&app.address, suzuki).await;
+    colleague.sync().await;
+    assert!(colleague.store.case_ids().is_empty(), "not assigned yet");
+
+    let case_arg = case.to_string();
+    let (code, _, err) = app.cli(&["admin", "assign", &case_arg, "--login", &suzuki.login, "--other"], "");
+    assert_eq!(code, 0, "{err}");
+    colleague.sync().await;
+    assert_eq!(colleague.store.case_ids(), vec![case]);
+
+    let (code, _, err) = app.cli(&["admin", "assign", &case_arg, "--login", &suzuki.login, "--remove"], "");
+    assert_eq!(code, 0, "{err}");
+    colleague.sync().await;
+    assert!(colleague.store.case_ids().is_empty(), "purged after the assignment ended");
+
+    // Mistakes are refused with a clear message and change nothing.
+    let (code, _, err) = app.cli(&["admin", "assign", &case_arg, "--login", "nobody", "--other"], "");
+    assert_eq!(code, 1);
+    assert!(err.contains("no staff member with login nobody"), "{err}");
+    let (code, _, err) = app.cli(&["admin", "assign", &case_arg, "--login", &suzuki.login], "");
+    assert_ne!(code, 0);
+    assert!(err.contains("--primary, --other or --remove"), "{err}");
 }
