@@ -261,7 +261,7 @@ fn execute(db: &Database, command: AdminCommand) -> anyhow::Result<()> {
 
 /// A quarantined upload for people: metadata, the violations, and a summary of each change
 /// (hash, author, sequence number, time); never the case content itself.
-fn describe(batch: &tsunagi_server::store::accounts::QuarantinedBatch) -> serde_json::Value {
+fn describe(batch: &tsunagi_server::store::quarantine::QuarantinedBatch) -> serde_json::Value {
     use serde_json::json;
     let violations = serde_json::from_str::<serde_json::Value>(&batch.violations)
         .unwrap_or_else(|_| serde_json::Value::String(batch.violations.clone()));

@@ -39,9 +39,8 @@ use tsunagi_sync::ids::{DeviceId, MunicipalityCode, StaffId};
 use uuid::Uuid;
 
 use crate::auth::{normalise_login, password};
-use crate::store::accounts::{
-    self, Area, Device, Municipality, Organisation, QuarantineSummary, QuarantinedBatch, Staff,
-};
+use crate::store::accounts::{self, Area, Device, Municipality, Organisation, Staff};
+use crate::store::quarantine::{self, QuarantineSummary, QuarantinedBatch};
 use crate::store::{audit, Database, DbConnection, StoreError};
 
 /// Why an administrative action was refused or failed.
@@ -395,7 +394,7 @@ pub fn revoke_device(db: &Database, device: DeviceId) -> Result<DeviceRevocation
 /// `undecided_only`.
 pub fn list_quarantine(db: &Database, undecided_only: bool) -> Result<Vec<QuarantineSummary>, AdminError> {
     db.write(|c| {
-        let rows = accounts::list_quarantine(c, undecided_only)?;
+        let rows = quarantine::list(c, undecided_only)?;
         record(
             c,
             None,
@@ -414,7 +413,7 @@ pub fn show_quarantine(db: &Database, id: &str) -> Result<QuarantinedBatch, Admi
         .map_err(|_| AdminError::invalid("quarantine id", "a UUID, as `quarantine list` shows"))?
         .to_string();
     db.write(|c| {
-        let batch = accounts::find_quarantine(c, &id)?.ok_or_else(|| AdminError::UnknownQuarantine(id.clone()))?;
+        let batch = quarantine::find(c, &id)?.ok_or_else(|| AdminError::UnknownQuarantine(id.clone()))?;
         let case = tsunagi_sync::ids::CaseId::parse(&batch.case_id).ok();
         audit::record(c, now(), None, None, case.as_ref(), "admin.show_quarantine", &format!("quarantine={id}"))?;
         Ok(batch)
@@ -549,10 +548,10 @@ mod tests {
             (tsunagi_sync::ids::CaseId::new_random(), StaffId::new_random(), DeviceId::new_random());
         let id = db
             .write(|c| {
-                audit::quarantine(
+                quarantine::keep(
                     c,
                     now(),
-                    audit::Quarantined {
+                    quarantine::Quarantined {
                         case: &case,
                         staff: &staff,
                         device: &device,

@@ -1,6 +1,6 @@
 //! Accounts: municipalities, areas, organisations, staff, devices, refresh tokens and
 //! failed logins, one row type per table, with the small queries the auth layer and the
-//! administration commands need; and reading the quarantine of refused uploads.
+//! administration commands need.
 //!
 //! Rows hold what the database holds (ids as text, times as UTC `NaiveDateTime`); the
 //! typed accessors (`Staff::staff_id`, `Staff::role`, ...) parse at this edge and report a
@@ -12,13 +12,8 @@ use diesel::prelude::*;
 use tsunagi_sync::domain::Role;
 use tsunagi_sync::ids::{DeviceId, MunicipalityCode, StaffId};
 
-use super::schema::{areas, devices, login_attempts, municipalities, organisations, quarantine, refresh_tokens, staff};
+use super::schema::{areas, devices, login_attempts, municipalities, organisations, refresh_tokens, staff};
 use super::{DbConnection, StoreError};
-
-diesel::define_sql_function! {
-    /// The length in bytes of a binary value (`length` on both backends).
-    fn length(x: diesel::sql_types::Binary) -> diesel::sql_types::Integer;
-}
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
@@ -451,84 +446,4 @@ pub fn clear_failed_logins(conn: &mut DbConnection, login: &str) -> Result<usize
 /// Forgets every failed login older than `before` (no longer counted by anyone).
 pub fn prune_failed_logins(conn: &mut DbConnection, before: NaiveDateTime) -> Result<usize, StoreError> {
     Ok(diesel::delete(login_attempts::table.filter(login_attempts::attempted_at.le(before))).execute(conn)?)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Quarantine (read side; the sync engine writes it)
-// ---------------------------------------------------------------------------------------------
-
-/// A quarantined upload without its bytes, for listing.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
-pub struct QuarantineSummary {
-    /// A UUID.
-    pub id: String,
-    /// When the upload arrived.
-    pub received_at: NaiveDateTime,
-    /// The case it was for.
-    pub case_id: String,
-    /// Who sent it.
-    pub staff_id: String,
-    /// From which device.
-    pub device_id: String,
-    /// The per-case error code (`invalid_change`, `foreign_actor`, ...).
-    pub code: String,
-    /// The size of the upload in bytes.
-    pub upload_bytes: i32,
-    /// When an administrator decided what to do with it.
-    pub decided_at: Option<NaiveDateTime>,
-    /// What was decided.
-    pub decision: Option<String>,
-}
-
-/// A quarantined upload, whole.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
-#[diesel(table_name = quarantine)]
-pub struct QuarantinedBatch {
-    /// A UUID.
-    pub id: String,
-    /// When the upload arrived.
-    pub received_at: NaiveDateTime,
-    /// The case it was for.
-    pub case_id: String,
-    /// Who sent it.
-    pub staff_id: String,
-    /// From which device.
-    pub device_id: String,
-    /// The per-case error code.
-    pub code: String,
-    /// The violations, as JSON.
-    pub violations: String,
-    /// The upload exactly as received (CBOR of the `DocumentUpload`).
-    pub upload: Vec<u8>,
-    /// When an administrator decided.
-    pub decided_at: Option<NaiveDateTime>,
-    /// What was decided.
-    pub decision: Option<String>,
-}
-
-/// Quarantined uploads, oldest first; only those not yet decided if `undecided_only`.
-pub fn list_quarantine(conn: &mut DbConnection, undecided_only: bool) -> Result<Vec<QuarantineSummary>, StoreError> {
-    let mut query = quarantine::table
-        .select((
-            quarantine::id,
-            quarantine::received_at,
-            quarantine::case_id,
-            quarantine::staff_id,
-            quarantine::device_id,
-            quarantine::code,
-            length(quarantine::upload),
-            quarantine::decided_at,
-            quarantine::decision,
-        ))
-        .order((quarantine::received_at.asc(), quarantine::id.asc()))
-        .into_boxed();
-    if undecided_only {
-        query = query.filter(quarantine::decided_at.is_null());
-    }
-    Ok(query.load::<QuarantineSummary>(conn)?)
-}
-
-/// One quarantined upload, whole.
-pub fn find_quarantine(conn: &mut DbConnection, id: &str) -> Result<Option<QuarantinedBatch>, StoreError> {
-    Ok(quarantine::table.find(id).select(QuarantinedBatch::as_select()).first(conn).optional()?)
 }

@@ -17,6 +17,7 @@ pub mod accounts;
 pub mod audit;
 pub mod documents;
 pub mod projections;
+pub mod quarantine;
 pub mod schema;
 
 use std::path::{Path, PathBuf};

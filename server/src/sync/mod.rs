@@ -28,9 +28,10 @@ use tsunagi_sync::wire::{
     PurgeNotice, PurgeReason, SyncRequest, SyncResponse,
 };
 
-use crate::store::audit::{self, Quarantined};
+use crate::store::audit;
 use crate::store::documents::{self, Sender};
 use crate::store::projections::{self, Viewer};
+use crate::store::quarantine::{self, Quarantined};
 use crate::store::{Database, DbConnection, StoreError};
 
 /// At most this many changes for one case in one request (`too_large` above).
@@ -463,7 +464,7 @@ impl CaseTx<'_> {
         };
         let (case, who) = (self.case, self.who);
         let violations_json = serde_json::to_string(&violations).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let id = audit::quarantine(
+        let id = quarantine::keep(
             self.conn,
             self.at,
             Quarantined {
