@@ -335,7 +335,8 @@ impl SyncClientBuilder {
         self
     }
 
-    /// Builds the client. Fails with [`ClientError::Config`] for a base URL that is not an
+    /// Builds the client (which ignores proxy settings for a server on a loopback address).
+    /// Fails with [`ClientError::Config`] for a base URL that is not an
     /// absolute `http` or `https` URL (without query or fragment), or a TLS back-end that
     /// does not initialise.
     pub fn build(self) -> Result<SyncClient, ClientError> {
@@ -347,15 +348,18 @@ impl SyncClientBuilder {
                 self.base_url
             )));
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .user_agent(self.user_agent)
             // A redirected POST turns into a GET without its body (and could carry the token
             // elsewhere): an API client follows none.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
+            .redirect(reqwest::redirect::Policy::none());
+        if is_loopback(&url) {
+            // A server on this machine is never reached through a proxy from the environment.
+            http = http.no_proxy();
+        }
+        let http = http.build().map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
         Ok(SyncClient {
             base_url: url.as_str().trim_end_matches('/').to_owned(),
             http,
@@ -376,6 +380,13 @@ pub struct SyncClient {
     retry: RetryPolicy,
     max_rounds: usize,
     max_response_bytes: usize,
+}
+
+/// Whether `url` names this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl SyncClient {

@@ -571,3 +571,16 @@ fn change_hashes_of_the_session_are_those_uploaded() {
     assert_eq!(sent.case(&case).unwrap().changes, on_wire);
     assert_eq!(on_wire, doc.get_heads());
 }
+
+#[test]
+fn servers_on_this_machine_are_recognised_as_loopback() {
+    let loopback = |u: &str| super::is_loopback(&reqwest::Url::parse(u).unwrap());
+    for local in ["http://127.0.0.1:8080", "http://127.9.9.9", "http://localhost:1", "http://[::1]:8080/"] {
+        assert!(loopback(local), "{local}");
+    }
+    for remote in
+        ["https://tsunagi.example.lg.jp", "http://10.0.0.5", "http://[2001:db8::1]/", "http://localhost.example"]
+    {
+        assert!(!loopback(remote), "{remote}");
+    }
+}
