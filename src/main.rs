@@ -12,6 +12,8 @@
 //! Exit codes: 0 success, 1 failure (one line on standard error), 2 wrong usage.
 
 mod admin;
+mod demo;
+mod field;
 mod inspect;
 mod serve;
 mod settings;
@@ -56,6 +58,10 @@ enum Command {
     },
     /// Print the default referral catalogue (つなぎ先 and intake sources) as JSON.
     Catalogue,
+    /// A field day end to end on an embedded server, with nothing to install or configure.
+    Demo(demo::DemoArgs),
+    /// A command-line field client: offline replicas of cases, synced with a server.
+    Field(field::FieldArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +80,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => serve::serve(config.as_deref()),
         Command::Migrate { config } => serve::migrate(config.as_deref()),
         Command::Admin(args) => admin::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Field(args) => field::run(args),
         Command::Inspect { file } => inspect::inspect(&file),
         Command::Catalogue => {
             println!("{}", tsunagi_sync::domain::catalogue::Catalogue::default().to_json_pretty());

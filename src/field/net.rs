@@ -1,0 +1,210 @@
+//! Talking to the server: `login` and `sync`.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use tokio::signal::unix::{signal, SignalKind};
+use tsunagi_sync::client::{ClientError, SyncClient};
+use tsunagi_sync::ids::DeviceId;
+use tsunagi_sync::session::{CaseEvent, SyncReport, SyncSession};
+use tsunagi_sync::store::ReplicaStore;
+
+use super::session::FieldSession;
+
+/// The exit code of a revoked device whose store was wiped.
+const EXIT_WIPED: u8 = 3;
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        rpassword::prompt_password("Password: ").context("cannot read the password")?
+    };
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+pub fn login(dir: &Path, server: &str, login: &str, device: &str, password_stdin: bool) -> anyhow::Result<ExitCode> {
+    let device = DeviceId::parse(device).map_err(|e| anyhow!("--device {device:?}: {e}"))?;
+    let password = read_password(password_stdin)?;
+    let client = SyncClient::new(server).context("cannot use the server URL")?;
+    let tokens = runtime()?.block_on(client.login(login, &password, device)).map_err(|e| match e {
+        ClientError::Unauthenticated { .. } => {
+            anyhow!("sign-in failed: wrong login or password, or device {device} is not registered to {login}")
+        }
+        e if e.requires_wipe() => anyhow!("sign-in failed: device {device} has been revoked"),
+        e => anyhow::Error::new(e).context("sign-in failed"),
+    })?;
+    let session = FieldSession {
+        server: client.base_url().to_owned(),
+        device,
+        staff: tokens.staff_id,
+        role: tokens.role,
+        refresh_token: tokens.refresh_token,
+    };
+    session.save(dir)?;
+    println!("signed in as staff {} ({}) on device {device}", session.staff, session.role);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line summing up a sync.
+fn summary(report: &SyncReport) -> String {
+    let count = |f: fn(&CaseEvent) -> bool| report.events.iter().filter(|r| f(&r.event)).count();
+    format!(
+        "uploaded {}, received {}, assigned {}, purged {}, refused {}",
+        report.uploaded(),
+        report.received(),
+        count(|e| matches!(e, CaseEvent::Assigned { .. })),
+        count(|e| matches!(e, CaseEvent::Purged { .. })),
+        count(|e| matches!(e, CaseEvent::Refused { .. })),
+    )
+}
+
+/// The refusals and other events a counsellor must hear about.
+fn print_details(report: &SyncReport) {
+    for r in &report.events {
+        match &r.event {
+            CaseEvent::Refused { error, dropped, kept, .. } => {
+                println!("  case {} refused ({}): {}", r.case_id, error.code, error.message);
+                for v in &error.violations {
+                    println!("    {} at {}: {}", v.code, v.path, v.message);
+                }
+                if *dropped > 0 {
+                    let kept = kept.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                    println!("    {dropped} change(s) left the replica; kept in {kept}");
+                }
+            }
+            CaseEvent::TooLarge { single_change: true, .. } => {
+                println!("  case {}: a single change is larger than the server accepts", r.case_id)
+            }
+            CaseEvent::NotFound { .. } => println!("  case {}: not found on the server (kept here)", r.case_id),
+            CaseEvent::PurgePending { unacknowledged, .. } => {
+                println!("  case {}: to be deleted once {unacknowledged} change(s) are synced", r.case_id)
+            }
+            CaseEvent::Failed { reason } => {
+                println!("  case {}: the server's answer was unusable: {reason}", r.case_id)
+            }
+            _ => {}
+        }
+    }
+}
+
+enum Round {
+    Done(SyncReport),
+    Wiped,
+}
+
+struct Syncer {
+    dir: std::path::PathBuf,
+    client: SyncClient,
+    session: FieldSession,
+    sync: SyncSession,
+    store: Option<ReplicaStore>,
+    access: Option<String>,
+}
+
+impl Syncer {
+    /// New tokens from the refresh token; the rotated refresh token is saved before use.
+    async fn refresh(&mut self) -> Result<String, ClientError> {
+        let tokens = self.client.refresh(&self.session.refresh_token).await?;
+        self.session.refresh_token = tokens.refresh_token;
+        self.session.save(&self.dir).map_err(|e| ClientError::Config(format!("{e:#}")))?;
+        self.access = Some(tokens.access_token.clone());
+        Ok(tokens.access_token)
+    }
+
+    async fn round(&mut self) -> Result<Round, ClientError> {
+        let result = self.try_round().await;
+        match result {
+            Err(e) if e.requires_wipe() => {
+                if let Some(store) = self.store.take() {
+                    store.wipe()?;
+                }
+                let _ = FieldSession::remove(&self.dir);
+                Ok(Round::Wiped)
+            }
+            other => other.map(Round::Done),
+        }
+    }
+
+    async fn try_round(&mut self) -> Result<SyncReport, ClientError> {
+        let access = match self.access.clone() {
+            Some(a) => a,
+            None => self.refresh().await?,
+        };
+        let store = self.store.as_mut().expect("the store is open");
+        match self.client.sync(&access, &mut self.sync, store).await {
+            Err(ClientError::TokenExpired) => {
+                let access = self.refresh().await?;
+                let store = self.store.as_mut().expect("the store is open");
+                self.client.sync(&access, &mut self.sync, store).await
+            }
+            other => other,
+        }
+    }
+}
+
+pub fn sync(dir: &Path, every: Option<u64>) -> anyhow::Result<ExitCode> {
+    let session = FieldSession::load(dir)?;
+    let store = ReplicaStore::open(dir).with_context(|| format!("cannot open the replica store {}", dir.display()))?;
+    let client = SyncClient::new(&session.server).context("cannot use the server URL")?;
+    let mut syncer =
+        Syncer { dir: dir.to_path_buf(), client, session, sync: SyncSession::new(), store: Some(store), access: None };
+    runtime()?.block_on(async move {
+        let Some(seconds) = every else {
+            return match syncer.round().await.context("sync failed")? {
+                Round::Done(report) => {
+                    println!("{}", summary(&report));
+                    print_details(&report);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Round::Wiped => Ok(wiped(dir)),
+            };
+        };
+        // Signals are caught from here on; one arriving during a round waits (buffered) until
+        // the round, and every write to the store it makes, is over.
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+        let interval = Duration::from_secs(seconds.max(1));
+        loop {
+            match syncer.round().await {
+                Ok(Round::Done(report)) => {
+                    println!("{}", summary(&report));
+                    print_details(&report);
+                }
+                Ok(Round::Wiped) => return Ok(wiped(dir)),
+                Err(e) if e.requires_sign_in() => {
+                    return Err(anyhow::Error::new(e).context("sync failed: sign in again"));
+                }
+                Err(e) => {
+                    // The client has retried already; try again next round.
+                    syncer.access = None;
+                    println!("sync failed: {}", format!("{e:#}").replace('\n', " "));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = interrupt.recv() => break,
+                _ = terminate.recv() => break,
+            }
+        }
+        println!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn wiped(dir: &Path) -> ExitCode {
+    eprintln!("this device has been revoked: its replica store {} and session were wiped; sync stopped", dir.display());
+    ExitCode::from(EXIT_WIPED)
+}
