@@ -1,0 +1,435 @@
+//! `tsunagi field` when things go wrong: the periodic sync killed (SIGKILL) in the middle of a
+//! round and restarted, and the server stopped (SIGKILL) and restarted while a field client
+//! syncs every second. Real processes throughout; nothing may be lost or duplicated.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use diesel::prelude::*;
+use tsunagi_server::store::{schema, Database, DatabaseUrl, StoreError};
+use tsunagi_sync::ids::CaseId;
+
+use common::{spawn_app, Backend, Person, MUNICIPALITY};
+
+on_both_backends!(a_periodic_sync_killed_mid_round_and_restarted_loses_and_duplicates_nothing);
+
+const BIN: &str = env!("CARGO_BIN_EXE_tsunagi");
+
+/// A child process killed (SIGKILL) and reaped when dropped, even when an assertion fails.
+struct Guard(Option<Child>);
+
+impl Guard {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the child is running")
+    }
+
+    /// Kills (SIGKILL) and reaps the child; returns its standard output and error.
+    fn kill(&mut self) -> (String, String) {
+        let mut child = self.0.take().expect("the child is running");
+        let _ = child.kill();
+        collect(child)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for `child`; returns its standard output and error.
+fn collect(child: Child) -> (String, String) {
+    let output = child.wait_with_output().expect("the child is reaped");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Starts `tsunagi field --dir DIR ARGS…` in the background, output piped.
+fn spawn_field(dir: &Path, args: &[&str]) -> Guard {
+    let child = Command::new(BIN)
+        .arg("field")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tsunagi binary runs");
+    Guard(Some(child))
+}
+
+/// Runs `tsunagi field --dir DIR ARGS…` with `stdin`; returns exit code, stdout, stderr.
+fn field(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("field")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_clear()
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tsunagi binary runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let output = child.wait_with_output().expect("the tsunagi binary finishes");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    )
+}
+
+/// `field …` that must succeed; returns its standard output.
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let (code, out, err) = field(dir, args, "");
+    assert_eq!(code, 0, "tsunagi field {args:?} failed: {err}\n{out}");
+    out
+}
+
+fn login(dir: &Path, server: &str, login: &str, password: &str, device: &str) {
+    let (code, out, err) = field(
+        dir,
+        &["login", "--server", server, "--login", login, "--device", device, "--password-stdin"],
+        &format!("{password}\n"),
+    );
+    assert_eq!(code, 0, "login failed: {err}\n{out}");
+}
+
+fn open_case(dir: &Path, name: &str) -> String {
+    let case = ok(
+        dir,
+        &[
+            "open-case",
+            "--municipality",
+            MUNICIPALITY,
+            "--opened-on",
+            "2026-11-02",
+            "--subject-name",
+            name,
+            "--subject-kana",
+            "てすと",
+        ],
+    );
+    CaseId::parse(&case).expect("open-case prints the case id");
+    case
+}
+
+/// Logs a visit on `case`; returns the activity id.
+fn log_visit(dir: &Path, case: &str, at: &str, narrative: &str) -> String {
+    let id = ok(dir, &["log", case, "visit", "--at", at, "--outcome", "not_home", "--narrative", narrative]);
+    assert!(!id.is_empty() && !id.contains(char::is_whitespace), "log prints the activity id: {id:?}");
+    id
+}
+
+/// The total of `pending changes: N` over the cases `status` lists.
+fn pending_in_status(status: &str) -> usize {
+    status
+        .lines()
+        .filter_map(|l| l.split("pending changes: ").nth(1))
+        .map(|n| n.trim().parse::<usize>().expect("a count"))
+        .sum()
+}
+
+/// How many rows of the server's `activities` projection each activity id has.
+fn activity_counts(db: &Database) -> BTreeMap<String, usize> {
+    let ids = db
+        .read(|c| -> Result<_, StoreError> {
+            Ok(schema::activities::table.select(schema::activities::activity_id).load::<String>(c)?)
+        })
+        .unwrap();
+    let mut counts = BTreeMap::new();
+    for id in ids {
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Asserts the server's `changes` table has no (case_id, hash) twice.
+fn assert_no_duplicate_changes(db: &Database) {
+    let rows = db
+        .read(|c| -> Result<_, StoreError> {
+            Ok(schema::changes::table
+                .select((schema::changes::case_id, schema::changes::hash))
+                .load::<(String, Vec<u8>)>(c)?)
+        })
+        .unwrap();
+    let distinct: BTreeSet<_> = rows.iter().cloned().collect();
+    assert_eq!(rows.len(), distinct.len(), "the server's changes table holds a (case_id, hash) twice");
+}
+
+/// Asserts each id in `logged` is on the server exactly once and in `show` of its case exactly
+/// once, that nothing is pending, and that the replica loads (`list`).
+fn assert_all_delivered_once(dir: &Path, db: &Database, logged: &[(String, String)]) {
+    let status = ok(dir, &["status"]);
+    assert_eq!(pending_in_status(&status), 0, "nothing pending after the final sync:\n{status}");
+    let counts = activity_counts(db);
+    let mut shown = BTreeMap::new();
+    for (case, id) in logged {
+        assert_eq!(counts.get(id).copied().unwrap_or(0), 1, "activity {id} on the server exactly once");
+        let text = shown.entry(case.clone()).or_insert_with(|| ok(dir, &["show", case]));
+        assert_eq!(text.matches(&format!("id: {id}")).count(), 1, "activity {id} shown exactly once:\n{text}");
+    }
+    assert_no_duplicate_changes(db);
+    let list = ok(dir, &["list"]);
+    for case in shown.keys() {
+        assert!(list.contains(case.as_str()) && !list.contains("pending: yes"), "{list}");
+    }
+}
+
+async fn a_periodic_sync_killed_mid_round_and_restarted_loses_and_duplicates_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let address = app.address.clone();
+    let db = app.db.clone();
+    let result = tokio::task::spawn_blocking(move || killed_mid_round(&address, &db, &people.counsellor)).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn killed_mid_round(address: &str, db: &Database, who: &Person) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sato");
+    login(&dir, address, &who.login, &who.password, &who.device.to_string());
+
+    let mut logged: Vec<(String, String)> = Vec::new();
+    let mut cases: Vec<String> = Vec::new();
+    // Three moments to kill at: at once, early in the round, later in it.
+    for (round, wait_ms) in [5u64, 60, 250].into_iter().enumerate() {
+        // Each round: a new case and ~40 activities spread over the cases, all offline.
+        cases.push(open_case(&dir, &format!("試験 {round}")));
+        for i in 0..40 {
+            let case = cases[i % cases.len()].clone();
+            let at = format!("2026-11-{:02}T{:02}:{:02}:00+09:00", 3 + round, 8 + i / 6, (i % 6) * 10);
+            let id = log_visit(&dir, &case, &at, &format!("第{round}回 {i}件目の訪問。不在。"));
+            logged.push((case, id));
+        }
+
+        let mut sync = spawn_field(&dir, &["sync", "--every", "1"]);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        let (out, err) = sync.kill();
+        eprintln!("round {round}: killed after {wait_ms} ms; stdout: {out:?} stderr: {err:?}");
+
+        // Restarted: a sync runs to completion (the lock of the killed process is gone).
+        let out = ok(&dir, &["sync"]);
+        assert!(!out.contains("refused 1") && !out.contains("sync failed"), "{out}");
+        assert_all_delivered_once(&dir, db, &logged);
+    }
+    // One more sync changes nothing.
+    let out = ok(&dir, &["sync"]);
+    assert!(out.starts_with("uploaded 0"), "{out}");
+    assert_all_delivered_once(&dir, db, &logged);
+    assert_eq!(activity_counts(db).len(), logged.len(), "no activity besides those logged");
+}
+
+/// A free port on 127.0.0.1 (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `tsunagi serve` process (and the environment to start it again on the same database).
+struct Server {
+    env: Vec<(String, String)>,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Server {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command.args(args).env_clear().env("RUST_LOG", "warn");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    /// Runs `tsunagi admin …` on the server's database; returns stdout, panics on failure.
+    fn admin(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = self
+            .command(&[&["admin"], args].concat())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the tsunagi binary runs");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        let output = child.wait_with_output().expect("the tsunagi binary finishes");
+        let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "tsunagi admin {args:?} failed: {err}\n{out}");
+        out.trim().to_owned()
+    }
+
+    /// Starts `tsunagi serve` and waits (bounded) until it answers on its port.
+    fn start(&self) -> Guard {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = self
+            .command(&["serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("the tsunagi binary runs");
+        let mut guard = Guard(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return guard;
+            }
+            if let Some(status) = guard.child().try_wait().unwrap() {
+                panic!("tsunagi serve exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap());
+            }
+            assert!(Instant::now() < deadline, "tsunagi serve did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn the_server_stopped_and_restarted_while_a_field_client_syncs_periodically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("server").join("tsunagi.sqlite3");
+    let url = format!("sqlite://{}", db_path.display());
+    let mut key = [0u8; 32];
+    rand::fill(&mut key[..]);
+    let port = free_port();
+    let server = Server {
+        env: vec![
+            ("TSUNAGI_DATABASE_URL".into(), url.clone()),
+            ("TSUNAGI_BIND".into(), format!("127.0.0.1:{port}")),
+            ("TSUNAGI_SIGNING_KEY".into(), base64::engine::general_purpose::STANDARD.encode(key)),
+        ],
+        port,
+        log: tmp.path().join("server.log"),
+    };
+
+    // The server runs first (it applies the migrations), then accounts are made.
+    let mut running = server.start();
+    server.admin(&["create-municipality", MUNICIPALITY, "流山市"], "");
+    server.admin(&["create-area", MUNICIPALITY, "east", "東部"], "");
+    let organisation = server.admin(&["create-organisation", "流山市 福祉政策課", "--kind", "direct"], "");
+    let password = "sato-passphrase-123";
+    server.admin(
+        &[
+            "create-staff",
+            "--login",
+            "sato",
+            "--name",
+            "佐藤 花子",
+            "--role",
+            "counsellor",
+            "--organisation",
+            &organisation,
+            "--municipality",
+            MUNICIPALITY,
+            "--area",
+            "east",
+            "--password-stdin",
+        ],
+        &format!("{password}\n"),
+    );
+    let device = server.admin(&["register-device", "--login", "sato", "--label", "佐藤の端末"], "");
+
+    let dir = tmp.path().join("sato");
+    let address = format!("http://127.0.0.1:{port}");
+    login(&dir, &address, "sato", password, &device);
+    let case = open_case(&dir, "高橋 健一");
+    let first = log_visit(&dir, &case, "2026-11-04T10:00:00+09:00", "インターホンに応答なし。");
+    let second = log_visit(&dir, &case, "2026-11-05T10:00:00+09:00", "玄関先で面会を断られた。");
+
+    // The server goes away; the field client starts syncing every second meanwhile.
+    running.kill();
+    let mut sync = spawn_field(&dir, &["sync", "--every", "1"]);
+    // Its standard output, read as it comes (a round retries for up to ~15 s before failing).
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let output = output.clone();
+        let mut stdout = sync.child().stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                output.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !output.lock().unwrap().contains("sync failed") {
+        if let Some(status) = sync.child().try_wait().unwrap() {
+            panic!("sync --every exited with {status} while the server was down: {}", output.lock().unwrap());
+        }
+        assert!(Instant::now() < deadline, "no failed round reported within 40 s of the server going away");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The server comes back on the same port and database; the client delivers, bounded.
+    let _running = server.start();
+    let db = Database::connect(&DatabaseUrl::parse(&url).unwrap(), 2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = activity_counts(&db);
+        if counts.contains_key(&first) && counts.contains_key(&second) {
+            break;
+        }
+        if let Some(status) = sync.child().try_wait().unwrap() {
+            panic!("sync --every exited with {status} before delivering: {}", output.lock().unwrap());
+        }
+        assert!(Instant::now() < deadline, "the client did not deliver within 30 s of the restart");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Let the round finish writing to the store, then SIGTERM: it stops cleanly.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !output.lock().unwrap().contains("uploaded 3") {
+        assert!(Instant::now() < deadline, "no successful round reported: {}", output.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = sync.child().id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = sync.child().try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "sync --every did not stop within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    reader.join().unwrap();
+    let out = output.lock().unwrap().clone();
+    let mut err = String::new();
+    sync.child().stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM stops sync --every cleanly: {err}\n{out}");
+    let failed = out.find("sync failed").unwrap_or_else(|| panic!("a failed round is reported:\n{out}\n{err}"));
+    let uploaded = out.find("uploaded 3").unwrap_or_else(|| panic!("the case is uploaded:\n{out}\n{err}"));
+    assert!(failed < uploaded, "the failure comes before the success:\n{out}");
+    assert!(out.trim_end().ends_with("stopped"), "{out}");
+    eprintln!("sync --every output:\n{out}");
+
+    let counts = activity_counts(&db);
+    assert_eq!((counts.get(&first), counts.get(&second)), (Some(&1), Some(&1)), "{counts:?}");
+    assert_no_duplicate_changes(&db);
+    let status = ok(&dir, &["status"]);
+    assert_eq!(pending_in_status(&status), 0, "nothing pending:\n{status}");
+    assert!(status.contains(&case), "{status}");
+    let shown = ok(&dir, &["show", &case]);
+    assert!(shown.contains(&first) && shown.contains(&second), "{shown}");
+}
