@@ -1,16 +1,11 @@
 //! Configuration and logging for the subcommands that touch the server or its database.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::Context;
-use tsunagi_server::config::Settings;
+use tsunagi_server::config::{self, Settings};
 use tsunagi_server::store::Database;
-
-/// 32 zero bytes in base64: satisfies the configuration's key check for the commands that
-/// never sign anything. Never used to sign.
-const PLACEHOLDER_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 /// Logs to standard error; `RUST_LOG` chooses what (default `info`).
 pub fn init_tracing() {
@@ -33,22 +28,9 @@ pub fn server_settings(file: Option<&Path>) -> anyhow::Result<Settings> {
 /// without the signing key, which these commands never use (so they neither need one nor
 /// generate one).
 pub fn database(file: Option<&Path>) -> anyhow::Result<Database> {
-    let mut vars: HashMap<String, String> = HashMap::new();
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            if let Some((k, v)) = line.split_once('=') {
-                vars.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
-            }
-        }
-    }
-    vars.extend(std::env::vars().filter(|(k, _)| k.starts_with("TSUNAGI_")));
-    vars.remove("TSUNAGI_SIGNING_KEY_FILE");
-    vars.insert("TSUNAGI_SIGNING_KEY".into(), PLACEHOLDER_KEY.into());
+    let vars = config::load_vars(file).context("configuration")?;
     let dir = std::env::current_dir().context("cannot determine the current directory")?;
-    let settings = Settings::from_vars(&vars, &dir).context("configuration")?;
-    let db = Database::connect(&settings.database_url, settings.max_connections.min(2))
-        .context("cannot open the database")?;
+    let url = config::database_url(&vars, &dir).context("configuration")?;
+    let db = Database::connect(&url, 2).context("cannot open the database")?;
     Ok(db)
 }

@@ -131,20 +131,7 @@ impl Settings {
     /// Reads the process environment, after the optional file (environment wins). `base_dir`
     /// is where the embedded default keeps its data (`tsunagi-data/`).
     pub fn load(file: Option<&Path>, base_dir: &Path) -> Result<Self, ConfigError> {
-        let mut vars: HashMap<String, String> = HashMap::new();
-        if let Some(path) = file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| ConfigError::File { path: path.to_owned(), source })?;
-            for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-                if let Some((k, v)) = line.split_once('=') {
-                    vars.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
-                }
-            }
-        }
-        for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("TSUNAGI_")) {
-            vars.insert(k, v);
-        }
-        Self::from_vars(&vars, base_dir)
+        Self::from_vars(&load_vars(file)?, base_dir)
     }
 
     /// Builds settings from a map of variables (the testable core of [`Settings::load`]).
@@ -154,11 +141,7 @@ impl Settings {
         }
         let get = |name: &str| lookup(vars, name);
         let embedded_default = get("TSUNAGI_DATABASE_URL").is_none();
-        let database_url = match get("TSUNAGI_DATABASE_URL") {
-            Some(url) => DatabaseUrl::parse(url)
-                .map_err(|e| ConfigError::Invalid { name: "TSUNAGI_DATABASE_URL", message: e.to_string() })?,
-            None => DatabaseUrl::Sqlite(crate::store::default_sqlite_path(base_dir)),
-        };
+        let database_url = database_url(vars, base_dir)?;
         let signing_key = match (get("TSUNAGI_SIGNING_KEY"), get("TSUNAGI_SIGNING_KEY_FILE")) {
             (Some(b64), _) => {
                 let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| {
@@ -212,6 +195,36 @@ impl Settings {
             settings.login_failures = n.max(1);
         }
         Ok(settings)
+    }
+}
+
+/// The `TSUNAGI_*` variables: those of the optional `KEY=VALUE` file, overridden by the
+/// process environment.
+pub fn load_vars(file: Option<&Path>) -> Result<HashMap<String, String>, ConfigError> {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::File { path: path.to_owned(), source })?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            if let Some((k, v)) = line.split_once('=') {
+                vars.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
+            }
+        }
+    }
+    for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("TSUNAGI_")) {
+        vars.insert(k, v);
+    }
+    Ok(vars)
+}
+
+/// The database the variables name: `TSUNAGI_DATABASE_URL`, or the embedded default under
+/// `base_dir`. Commands that only need the database, like `migrate`, use this alone and so
+/// need no signing key.
+pub fn database_url(vars: &HashMap<String, String>, base_dir: &Path) -> Result<DatabaseUrl, ConfigError> {
+    match vars.get("TSUNAGI_DATABASE_URL").map(String::as_str).filter(|v| !v.is_empty()) {
+        Some(url) => DatabaseUrl::parse(url)
+            .map_err(|e| ConfigError::Invalid { name: "TSUNAGI_DATABASE_URL", message: e.to_string() }),
+        None => Ok(DatabaseUrl::Sqlite(crate::store::default_sqlite_path(base_dir))),
     }
 }
 
