@@ -21,27 +21,8 @@ async fn field(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) 
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let stdin = stdin.to_owned();
     tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tsunagi"))
-            .arg("field")
-            .arg("--dir")
-            .arg(&dir)
-            .args(&args)
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the tsunagi binary runs");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-        let output = child.wait_with_output().expect("the tsunagi binary finishes");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        )
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::run_field(&dir, &args, &stdin)
     })
     .await
     .expect("the process runs")

@@ -72,26 +72,7 @@ fn spawn_field(dir: &Path, args: &[&str]) -> Guard {
 
 /// Runs `tsunagi field --dir DIR ARGS…` with `stdin`; returns exit code, stdout, stderr.
 fn field(dir: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .arg("field")
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the tsunagi binary runs");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-    let output = child.wait_with_output().expect("the tsunagi binary finishes");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-    )
+    common::run_field(dir, args, stdin)
 }
 
 /// `field …` that must succeed; returns its standard output.

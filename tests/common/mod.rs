@@ -209,26 +209,7 @@ impl TestApp {
     /// Runs the `tsunagi` binary on this app's database, with `stdin` as standard input;
     /// returns its exit code, standard output and standard error.
     pub fn cli(&self, args: &[&str], stdin: &str) -> (i32, String, String) {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tsunagi"))
-            .args(args)
-            .env_clear()
-            .env("TSUNAGI_DATABASE_URL", self.database_url())
-            .env("RUST_LOG", "warn")
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the tsunagi binary runs");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-        let output = child.wait_with_output().expect("the tsunagi binary finishes");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        )
+        run_tsunagi(args, &[("TSUNAGI_DATABASE_URL", &self.database_url())], stdin)
     }
 
     /// `address` + `path`.
@@ -279,4 +260,37 @@ pub async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.expect("an ApiError body in JSON");
     (status, body["code"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Runs the `tsunagi` binary with `args`, an otherwise empty environment plus `env`, the
+/// temporary directory as working directory, and `stdin` as standard input; returns its exit
+/// code, standard output and standard error (trimmed).
+pub fn run_tsunagi<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], stdin: &str) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tsunagi"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tsunagi binary runs");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let output = child.wait_with_output().expect("the tsunagi binary finishes");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    )
+}
+
+/// `tsunagi field --dir DIR ARGS…`, as [`run_tsunagi`].
+pub fn run_field(dir: &std::path::Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut all: Vec<&std::ffi::OsStr> = vec!["field".as_ref(), "--dir".as_ref(), dir.as_os_str()];
+    all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+    run_tsunagi(&all, &[], stdin)
 }
