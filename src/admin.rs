@@ -128,6 +128,9 @@ enum AdminCommand {
     /// Uploads the server refused, kept for an administrator.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Rebuild the query projections of every case from its document (once after an upgrade
+    /// whose release notes ask for it; safe while the server runs).
+    Reproject,
 }
 
 #[derive(Subcommand)]
@@ -226,6 +229,10 @@ fn execute(db: &Database, command: AdminCommand) -> anyhow::Result<()> {
             SyncEngine::new(db.clone()).assign(&case, &staff, how, None)?;
             eprintln!("case {case}: assignment recorded; devices see it on their next sync");
         }
+        AdminCommand::Reproject => {
+            let count = tsunagi_server::store::projections::reproject_all(db)?;
+            eprintln!("{count} case(s) reprojected");
+        }
         AdminCommand::Quarantine(QuarantineCommand::List { all }) => {
             let rows = admin::list_quarantine(db, !all)?;
             if rows.is_empty() {
@@ -270,7 +277,7 @@ fn describe(batch: &tsunagi_server::store::quarantine::QuarantinedBatch) -> serd
             let changes: Vec<serde_json::Value> = upload
                 .changes
                 .iter()
-                .map(|bytes| match automerge::Change::from_bytes(bytes.as_slice().to_vec()) {
+                .map(|bytes| match tsunagi_sync::validation::decode_change(bytes.as_slice().to_vec()) {
                     Ok(change) => json!({
                         "hash": change.hash().to_string(),
                         "actor": change.actor_id().to_hex_string(),
@@ -279,7 +286,7 @@ fn describe(batch: &tsunagi_server::store::quarantine::QuarantinedBatch) -> serd
                         "deps": change.deps().len(),
                         "bytes": bytes.len(),
                     }),
-                    Err(e) => json!({ "bytes": bytes.len(), "error": e.to_string() }),
+                    Err(e) => json!({ "bytes": bytes.len(), "error": e }),
                 })
                 .collect();
             json!({

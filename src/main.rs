@@ -6,12 +6,14 @@
 //! - `tsunagi admin …`: municipalities, areas, organisations, staff, devices, quarantine.
 //! - `tsunagi inspect FILE`: reads a saved case document (as a phone's replica store keeps
 //!   it) and prints its typed view as JSON, conflicts included, plus every schema issue.
+//! - `tsunagi bench …`: the benchmark harness of the sync protocol (`docs/benchmarks.md`).
 //! - `tsunagi catalogue`: prints the default referral catalogue as JSON, the starting point
 //!   for a deployment that names its agencies differently.
 //!
 //! Exit codes: 0 success, 1 failure (one line on standard error), 2 wrong usage.
 
 mod admin;
+mod bench;
 mod demo;
 mod field;
 mod inspect;
@@ -62,6 +64,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// A command-line field client: offline replicas of cases, synced with a server.
     Field(field::FieldArgs),
+    /// Benchmark the sync protocol: real clients against a real server (docs/benchmarks.md).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(args) => admin::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Field(args) => field::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Inspect { file } => inspect::inspect(&file),
         Command::Catalogue => {
             println!("{}", tsunagi_sync::domain::catalogue::Catalogue::default().to_json_pretty());

@@ -31,6 +31,7 @@ on_both_backends!(
     forged_unsigned_and_foreign_tokens_are_refused,
     an_expired_access_token_says_so,
     refresh_rotates_and_a_reused_token_ends_the_login,
+    a_refresh_whose_answer_was_lost_can_be_retried_without_ending_the_login,
     an_expired_refresh_token_is_refused,
     logout_ends_the_login,
     revoking_a_device_takes_effect_on_the_very_next_request,
@@ -258,6 +259,29 @@ async fn an_expired_access_token_says_so(backend: Backend) {
     // The refresh token still brings a fresh one.
     let fresh: TokenResponse = app.refresh(&tokens.refresh_token).await.json().await.unwrap();
     assert_eq!(app.me(&fresh.access_token).await.status(), 200);
+}
+
+/// The app sent a refresh, the server rotated the token, and the answer never arrived (or the
+/// app was killed before saving it): the app presents the same token again at once. That is
+/// not theft: it gets a new successor, the lost one is revoked, and the login goes on.
+async fn a_refresh_whose_answer_was_lost_can_be_retried_without_ending_the_login(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let first = app.login(&people.counsellor).await;
+    let lost: TokenResponse = app.refresh(&first.refresh_token).await.json().await.unwrap();
+    let response = app.refresh(&first.refresh_token).await;
+    assert_eq!(response.status(), 200, "the retry is answered");
+    let retried: TokenResponse = response.json().await.unwrap();
+    assert_ne!(retried.refresh_token, lost.refresh_token);
+    assert_eq!(app.me(&retried.access_token).await.status(), 200);
+    let next = app.refresh(&retried.refresh_token).await;
+    assert_eq!(next.status(), 200, "the login goes on");
+    assert_eq!(audit_count(&app, "auth.refresh_retried"), 1);
+    assert_eq!(audit_count(&app, "auth.refresh_reused"), 0);
+    // Once a later token has been used, the old one is a copy someone else holds.
+    let response = app.refresh(&first.refresh_token).await;
+    assert_eq!(error_of(response).await, (401, "unauthenticated".into()));
+    assert_eq!(audit_count(&app, "auth.refresh_reused"), 1);
 }
 
 async fn refresh_rotates_and_a_reused_token_ends_the_login(backend: Backend) {

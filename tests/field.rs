@@ -8,11 +8,13 @@ use std::path::Path;
 use tsunagi_server::sync::Assignment;
 use tsunagi_sync::ids::CaseId;
 
-use common::{spawn_app, Backend, Person, MUNICIPALITY};
+use common::{spawn_app, spawn_app_with, Backend, Person, MUNICIPALITY};
 
 on_both_backends!(
     two_counsellors_log_visits_offline_sync_and_both_see_both,
     a_wrong_password_is_refused_clearly_and_writes_no_session,
+    a_large_first_sync_shows_a_progress_bar_and_brings_every_case,
+    a_supervisor_reads_the_attention_queue_and_a_counsellor_the_decision_on_a_refused_upload,
 );
 
 /// Runs `tsunagi field --dir DIR ARGS…` with `stdin`; returns exit code, stdout, stderr.
@@ -165,4 +167,98 @@ async fn a_wrong_password_is_refused_clearly_and_writes_no_session(backend: Back
     let (code, _, err) = field(&dir, &["sync"], "").await;
     assert_eq!(code, 1);
     assert!(err.contains("not signed in"), "{err}");
+}
+
+/// A counsellor newly assigned many cases: the server sends them in several responses (a tiny
+/// byte budget here), and the field client shows how many have arrived of how many.
+async fn a_large_first_sync_shows_a_progress_bar_and_brings_every_case(backend: Backend) {
+    let app = spawn_app_with(backend, |s| s.assigned_byte_budget = 1).await;
+    let people = app.seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let (sato, suzuki) = (tmp.path().join("sato"), tmp.path().join("suzuki"));
+    login(&sato, &app.address, &people.counsellor).await;
+    let mut cases = Vec::new();
+    for _ in 0..5 {
+        let out = ok(&sato, &["open-case", "--municipality", MUNICIPALITY, "--opened-on", "2026-11-02"]).await;
+        cases.push(CaseId::parse(out.trim()).unwrap());
+    }
+    ok(&sato, &["sync"]).await;
+    for case in &cases {
+        app.assign(case, &people.counsellor2.staff, Assignment::Other).unwrap();
+    }
+    login(&suzuki, &app.address, &people.counsellor2).await;
+    let (code, out, err) = field(&suzuki, &["sync"], "").await;
+    assert_eq!(code, 0, "{err}\n{out}");
+    assert!(err.contains("receiving cases ["), "{err}");
+    assert!(err.contains("] 5/5"), "{err}");
+    let list = ok(&suzuki, &["list"]).await;
+    for case in &cases {
+        assert!(list.contains(&case.to_string()), "{list}");
+    }
+}
+
+/// A supervisor's tablet shows the attention queue; a counsellor's phone shows why a
+/// supervisor rejected an upload of theirs.
+async fn a_supervisor_reads_the_attention_queue_and_a_counsellor_the_decision_on_a_refused_upload(backend: Backend) {
+    use tsunagi_sync::domain::CaseStatus;
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let mut sato = common::phone::Phone::sign_in(&app.address, &people.counsellor).await;
+    let case = sato.open_case();
+    sato.sync().await;
+    app.assign(&case, &people.counsellor2.staff, Assignment::Other).unwrap();
+    let mut suzuki = common::phone::Phone::sign_in(&app.address, &people.counsellor2).await;
+    suzuki.sync().await;
+    sato.edit(&case, |r| r.set_status(CaseStatus::Outreach)).unwrap();
+    suzuki.edit(&case, |r| r.set_status(CaseStatus::Planning)).unwrap();
+    sato.sync().await;
+    suzuki.sync().await;
+    // A buggy app writes the case number itself: refused, then rejected with a reason.
+    sato.tamper(&case, |doc| {
+        use automerge::transaction::Transactable;
+        doc.put(automerge::ROOT, "case_number", "2026-9999").unwrap();
+    });
+    sato.sync().await;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (tablet, phone) = (tmp.path().join("tablet"), tmp.path().join("phone"));
+    login(&tablet, &app.address, &people.supervisor).await;
+    let out = ok(&tablet, &["attention"]).await;
+    assert!(out.contains("競合 [2026-0001] /status: concurrent values"), "{out}");
+    assert!(out.contains("\"outreach\"") && out.contains("\"planning\""), "{out}");
+    assert!(out.contains(&people.counsellor.device.to_string()), "{out}");
+    assert!(out.contains("保留中の送信 [2026-0001]"), "{out}");
+    let case_arg = case.to_string();
+    let only = ok(&tablet, &["attention", "--case", &case_arg]).await;
+    assert!(only.contains("競合"), "{only}");
+    // `show` on the supervisor's tablet lists the case's items too.
+    ok(&tablet, &["sync"]).await;
+    let shown = ok(&tablet, &["show", &case_arg]).await;
+    assert!(shown.contains("== 要確認 (attention queue) ==") && shown.contains("競合 [2026-0001] /status"), "{shown}");
+
+    let quarantine_id = out
+        .lines()
+        .find(|l| l.starts_with("保留中の送信"))
+        .and_then(|l| l.split_whitespace().find(|w| w.len() == 36 && w.contains('-')))
+        .map(str::to_owned)
+        .expect("the refused upload's id");
+    let supervisor = app.login(&people.supervisor).await.access_token;
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/quarantine/{quarantine_id}/decision")))
+        .bearer_auth(&supervisor)
+        .json(&serde_json::json!({"decision": "reject", "reason": "受付番号はサーバーが付けます"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    login(&phone, &app.address, &people.counsellor).await;
+    let out = ok(&phone, &["refused"]).await;
+    assert!(out.contains("rejected: 受付番号はサーバーが付けます"), "{out}");
+    assert!(out.contains("server_only_field at /case_number"), "{out}");
+    // Counsellors have no attention queue.
+    let (code, _, err) = field(&phone, &["attention"], "").await;
+    assert_eq!(code, 1);
+    assert!(err.contains("for supervisors"), "{err}");
 }

@@ -6,9 +6,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -16,42 +15,10 @@ use diesel::prelude::*;
 use tsunagi_server::store::{schema, Database, DatabaseUrl, StoreError};
 use tsunagi_sync::ids::CaseId;
 
+use common::process::{free_port, Guard, Server, BIN};
 use common::{spawn_app, Backend, Person, MUNICIPALITY};
 
 on_both_backends!(a_periodic_sync_killed_mid_round_and_restarted_loses_and_duplicates_nothing);
-
-const BIN: &str = env!("CARGO_BIN_EXE_tsunagi");
-
-/// A child process killed (SIGKILL) and reaped when dropped, even when an assertion fails.
-struct Guard(Option<Child>);
-
-impl Guard {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("the child is running")
-    }
-
-    /// Kills (SIGKILL) and reaps the child; returns its standard output and error.
-    fn kill(&mut self) -> (String, String) {
-        let mut child = self.0.take().expect("the child is running");
-        let _ = child.kill();
-        collect(child)
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Waits for `child`; returns its standard output and error.
-fn collect(child: Child) -> (String, String) {
-    let output = child.wait_with_output().expect("the child is reaped");
-    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
 
 /// Starts `tsunagi field --dir DIR ARGS…` in the background, output piped.
 fn spawn_field(dir: &Path, args: &[&str]) -> Guard {
@@ -219,69 +186,6 @@ fn killed_mid_round(address: &str, db: &Database, who: &Person) {
 }
 
 /// A free port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A `tsunagi serve` process (and the environment to start it again on the same database).
-struct Server {
-    env: Vec<(String, String)>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
-        command.args(args).env_clear().env("RUST_LOG", "warn");
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        command
-    }
-
-    /// Runs `tsunagi admin …` on the server's database; returns stdout, panics on failure.
-    fn admin(&self, args: &[&str], stdin: &str) -> String {
-        use std::io::Write;
-        let mut child = self
-            .command(&[&["admin"], args].concat())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the tsunagi binary runs");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-        let output = child.wait_with_output().expect("the tsunagi binary finishes");
-        let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        assert!(output.status.success(), "tsunagi admin {args:?} failed: {err}\n{out}");
-        out.trim().to_owned()
-    }
-
-    /// Starts `tsunagi serve` and waits (bounded) until it answers on its port.
-    fn start(&self) -> Guard {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = self
-            .command(&["serve"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("the tsunagi binary runs");
-        let mut guard = Guard(Some(child));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return guard;
-            }
-            if let Some(status) = guard.child().try_wait().unwrap() {
-                panic!("tsunagi serve exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap());
-            }
-            assert!(Instant::now() < deadline, "tsunagi serve did not listen within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 #[test]
 fn the_server_stopped_and_restarted_while_a_field_client_syncs_periodically() {
     let tmp = tempfile::tempdir().unwrap();

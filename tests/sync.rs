@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ObjId, ReadDoc, ROOT};
-use chrono::{FixedOffset, NaiveDate, TimeZone, Utc};
+use chrono::{NaiveDate, Utc};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use tsunagi_server::admin;
@@ -23,19 +23,16 @@ use tsunagi_server::store::documents::decode_heads;
 use tsunagi_server::store::{schema, StoreError};
 use tsunagi_server::sync::Assignment;
 use tsunagi_sync::actor::random_device_actor;
-use tsunagi_sync::client::{ClientError, RetryPolicy, SyncClient};
-use tsunagi_sync::document::{ActivityDetails, CaseView};
-use tsunagi_sync::domain::{Place, VisitOutcome};
-use tsunagi_sync::ids::{ActivityId, CaseId, CaseNumber, MunicipalityCode};
-use tsunagi_sync::ops::{CaseReplica, NewActivity, NewCase, OpError};
-use tsunagi_sync::session::{CaseEvent, SyncReport, SyncSession};
-use tsunagi_sync::store::ReplicaStore;
-use tsunagi_sync::validation::Actor;
+use tsunagi_sync::client::ClientError;
+use tsunagi_sync::ids::{CaseId, CaseNumber};
+use tsunagi_sync::ops::{CaseReplica, NewCase, OpError};
+use tsunagi_sync::session::{CaseEvent, SyncReport};
 use tsunagi_sync::wire::{
     ApiError, Bytes, DocumentErrorCode, DocumentStatus, Format, Hash, PurgeReason, SyncRequest, SyncResponse, SYNC_PATH,
 };
 
-use common::{spawn_app, spawn_app_with, Backend, Person, TestApp, MUNICIPALITY};
+use common::phone::{municipality, sorted, Phone};
+use common::{spawn_app, spawn_app_with, Backend, TestApp, MUNICIPALITY};
 
 on_both_backends!(
     a_case_opened_offline_gets_its_number_on_first_sync,
@@ -55,139 +52,6 @@ on_both_backends!(
     a_revoked_phone_is_refused_at_once_and_told_to_wipe,
     an_ended_assignment_purges_the_case_from_the_phone,
 );
-
-// ---------------------------------------------------------------------------------------------
-// A phone
-// ---------------------------------------------------------------------------------------------
-
-/// A staff member's device running the real phone stack against one server instance.
-struct Phone {
-    who: Person,
-    client: SyncClient,
-    token: String,
-    session: SyncSession,
-    store: ReplicaStore,
-    _dir: tempfile::TempDir,
-}
-
-fn municipality() -> MunicipalityCode {
-    MunicipalityCode::parse(MUNICIPALITY).unwrap()
-}
-
-/// 2026-11-04 at `hour`:00 in Japan.
-fn jst(hour: u32) -> chrono::DateTime<FixedOffset> {
-    FixedOffset::east_opt(9 * 3600).unwrap().with_ymd_and_hms(2026, 11, 4, hour, 0, 0).unwrap()
-}
-
-impl Phone {
-    /// Signs `who` in on their device against the server at `base_url`, with an empty store.
-    /// Requests are never retried: every failure shows.
-    async fn sign_in(base_url: &str, who: &Person) -> Phone {
-        let client = SyncClient::builder(base_url).retry(RetryPolicy::never()).build().expect("a sync client");
-        let tokens = client.login(&who.login, &who.password, who.device).await.expect("the phone signs in");
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let store = ReplicaStore::open(dir.path().join("replica")).expect("the replica store opens");
-        Phone { who: who.clone(), client, token: tokens.access_token, session: SyncSession::new(), store, _dir: dir }
-    }
-
-    /// The app is killed and started again: the session (memory) is gone, the store is
-    /// reopened from disk.
-    fn restart(self) -> Phone {
-        let Phone { who, client, token, store, _dir, .. } = self;
-        let path = store.dir().to_path_buf();
-        drop(store);
-        let store = ReplicaStore::open(path).expect("the replica store reopens");
-        Phone { who, client, token, session: SyncSession::new(), store, _dir }
-    }
-
-    fn actor(&self) -> Actor {
-        Actor { staff: self.who.staff, device: self.who.device, role: self.who.role }
-    }
-
-    /// Opens a new case offline (intake on 2026-11-02) and keeps it in the store.
-    fn open_case(&mut self) -> CaseId {
-        let new = NewCase::new(municipality(), NaiveDate::from_ymd_opt(2026, 11, 2).unwrap());
-        let mut replica = CaseReplica::open(new, self.actor()).expect("the case opens");
-        let case = replica.case_id().unwrap();
-        self.store.save_doc(&case, replica.doc_mut()).expect("the case is saved");
-        case
-    }
-
-    /// The case as stored on the phone, ready to edit (with a fresh actor id of this device).
-    fn replica(&self, case: &CaseId) -> CaseReplica {
-        let doc = self.store.load_doc(case).expect("the replica loads").expect("the phone holds the case");
-        CaseReplica::from_doc(doc, self.actor())
-    }
-
-    fn view(&self, case: &CaseId) -> CaseView {
-        self.replica(case).view().expect("a readable case")
-    }
-
-    /// A field operation on the stored case, saved afterwards.
-    fn edit<T>(&mut self, case: &CaseId, op: impl FnOnce(&mut CaseReplica) -> T) -> T {
-        let mut replica = self.replica(case);
-        let out = op(&mut replica);
-        self.store.save_doc(case, replica.doc_mut()).expect("the case is saved");
-        out
-    }
-
-    /// Raw Automerge edits, bypassing the field operations, as a buggy or hostile app might
-    /// make them (as one change by this device, unless `edit` sets another actor).
-    fn tamper(&mut self, case: &CaseId, edit: impl FnOnce(&mut AutoCommit)) {
-        let doc = self.store.load_doc(case).expect("the replica loads").expect("the phone holds the case");
-        let mut doc = doc.with_actor(random_device_actor(&self.who.device));
-        edit(&mut doc);
-        doc.commit();
-        self.store.save_doc(case, &mut doc).expect("the case is saved");
-    }
-
-    /// Logs a home visit (not at home, letter left) offline.
-    fn log_visit(&mut self, case: &CaseId, hour: u32, narrative: &str) -> ActivityId {
-        let visit = NewActivity::new(
-            jst(hour),
-            Place::Home,
-            ActivityDetails::Visit {
-                outcome: VisitOutcome::NotHome,
-                met_person_ids: BTreeSet::new(),
-                letter_left: true,
-            },
-        )
-        .with_narrative(narrative);
-        self.edit(case, |r| r.log_activity(visit)).expect("the visit is logged")
-    }
-
-    async fn try_sync(&mut self) -> Result<SyncReport, ClientError> {
-        self.client.sync(&self.token, &mut self.session, &mut self.store).await
-    }
-
-    async fn sync(&mut self) -> SyncReport {
-        match self.try_sync().await {
-            Ok(report) => report,
-            Err(e) => panic!("{} syncs: {e}", self.who.login),
-        }
-    }
-
-    /// The heads of the phone's replica, sorted.
-    fn heads(&self, case: &CaseId) -> Vec<ChangeHash> {
-        let mut doc = self.store.load_doc(case).unwrap().expect("the phone holds the case");
-        sorted(doc.get_heads())
-    }
-
-    /// The server heads the phone last received for `case`, sorted.
-    fn since(&self, case: &CaseId) -> Vec<ChangeHash> {
-        sorted(self.store.since(case).unwrap())
-    }
-
-    /// The next request the phone would send, without sending it.
-    fn next_request(&self) -> SyncRequest {
-        self.session.build_request(&self.store).expect("a request").0
-    }
-}
-
-fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
-    heads.sort();
-    heads
-}
 
 /// The events of `case` in a sync report.
 fn events(report: &SyncReport, case: &CaseId) -> Vec<CaseEvent> {

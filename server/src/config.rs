@@ -105,6 +105,9 @@ pub struct Settings {
     pub refresh_token_ttl: Duration,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// About how many bytes of whole documents one sync response sends to a device that
+    /// receives newly visible cases; the rest follow in the next request (`more`).
+    pub assigned_byte_budget: usize,
     /// Database pool size.
     pub max_connections: u32,
     /// Failed logins per login name within the window before logins are refused with 429.
@@ -123,6 +126,7 @@ impl Settings {
             access_token_ttl: Duration::from_secs(900),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             max_body_bytes: 16 * 1024 * 1024,
+            assigned_byte_budget: crate::sync::ASSIGNED_BYTE_BUDGET,
             max_connections: 10,
             login_failures: 5,
         }
@@ -187,6 +191,9 @@ impl Settings {
         }
         if let Some(b) = number::<usize>(vars, "TSUNAGI_MAX_BODY_BYTES")? {
             settings.max_body_bytes = b.max(1024);
+        }
+        if let Some(b) = number::<usize>(vars, "TSUNAGI_ASSIGNED_BYTE_BUDGET")? {
+            settings.assigned_byte_budget = b.max(1);
         }
         if let Some(c) = number::<u32>(vars, "TSUNAGI_MAX_CONNECTIONS")? {
             settings.max_connections = c.max(1);

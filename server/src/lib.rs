@@ -12,9 +12,11 @@
 
 pub mod admin;
 pub mod api;
+pub mod attention;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod figures;
 pub mod startup;
 pub mod store;
 pub mod sync;

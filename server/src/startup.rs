@@ -57,7 +57,11 @@ impl Application {
         let listener =
             TcpListener::bind(settings.bind).map_err(|source| StartError::Bind { addr: settings.bind, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.bind, source })?.port();
-        let state = AppState { engine: SyncEngine::new(db.clone()), db, settings: Arc::new(settings) };
+        let state = AppState {
+            engine: SyncEngine::new(db.clone()).with_assigned_byte_budget(settings.assigned_byte_budget),
+            db,
+            settings: Arc::new(settings),
+        };
         let server = run(listener, state.clone())?;
         Ok(Self { port, server, state })
     }

@@ -14,6 +14,7 @@
 
 mod edit;
 mod net;
+mod queue;
 mod read;
 mod session;
 
@@ -75,6 +76,14 @@ enum FieldCommand {
     Show { case: String },
     /// Pending changes per case, the last successful sync, refusals kept.
     Status,
+    /// Supervisors: the attention queue (online), for one case or all.
+    Attention {
+        /// Only this case.
+        #[arg(long)]
+        case: Option<String>,
+    },
+    /// Your refused uploads and what a supervisor decided (online).
+    Refused,
     /// Sync with the server once, or every SECONDS until Ctrl-C / SIGTERM.
     Sync {
         /// Sync again every SECONDS.
@@ -97,6 +106,8 @@ pub fn run(args: FieldArgs) -> anyhow::Result<ExitCode> {
         FieldCommand::List => read::list(&dir),
         FieldCommand::Show { case } => read::show(&dir, &case),
         FieldCommand::Status => read::status(&dir),
+        FieldCommand::Attention { case } => queue::attention(&dir, case.as_deref()),
+        FieldCommand::Refused => queue::refused(&dir),
         FieldCommand::Sync { every } => net::sync(&dir, every),
     }
 }

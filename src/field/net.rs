@@ -17,7 +17,7 @@ use super::session::FieldSession;
 /// The exit code of a revoked device whose store was wiped.
 const EXIT_WIPED: u8 = 3;
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
 }
 
@@ -100,6 +100,39 @@ fn print_details(report: &SyncReport) {
     }
 }
 
+/// A progress bar on stderr while a sync brings many cases at once (a first sync, a large
+/// reassignment): shown only when the server says more cases are to come.
+#[derive(Default)]
+struct Progress {
+    arrived: usize,
+    shown: bool,
+}
+
+impl Progress {
+    const WIDTH: usize = 30;
+
+    fn round(&mut self, round: &SyncReport) {
+        self.arrived += round.events.iter().filter(|e| matches!(e.event, CaseEvent::Assigned { .. })).count();
+        let pending = round.pending_assigned as usize;
+        if pending == 0 && !self.shown {
+            return;
+        }
+        let total = self.arrived + pending;
+        let filled = (self.arrived * Self::WIDTH).checked_div(total).unwrap_or(Self::WIDTH);
+        eprint!(
+            "\rreceiving cases [{}{}] {}/{}",
+            "#".repeat(filled),
+            "-".repeat(Self::WIDTH - filled),
+            self.arrived,
+            total
+        );
+        self.shown = true;
+        if pending == 0 {
+            eprintln!();
+        }
+    }
+}
+
 enum Round {
     Done(SyncReport),
     Wiped,
@@ -144,11 +177,12 @@ impl Syncer {
             None => self.refresh().await?,
         };
         let store = self.store.as_mut().expect("the store is open");
-        match self.client.sync(&access, &mut self.sync, store).await {
+        let mut progress = Progress::default();
+        match self.client.sync_with_progress(&access, &mut self.sync, store, |r| progress.round(r)).await {
             Err(ClientError::TokenExpired) => {
                 let access = self.refresh().await?;
                 let store = self.store.as_mut().expect("the store is open");
-                self.client.sync(&access, &mut self.sync, store).await
+                self.client.sync_with_progress(&access, &mut self.sync, store, |r| progress.round(r)).await
             }
             other => other,
         }

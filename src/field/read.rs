@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tsunagi_sync::document::{ActivityDetails, CaseView};
+use tsunagi_sync::document::{since_last_review, ActivityDetails, CaseView, SinceReview};
 use tsunagi_sync::ids::CaseId;
 use tsunagi_sync::store::ReplicaStore;
 
@@ -77,10 +77,21 @@ fn details_line(details: &ActivityDetails) -> String {
     }
 }
 
+/// The tag `show` puts on an activity added or amended since the case's last review.
+fn since_tag(since: Option<&SinceReview>, activity: &tsunagi_sync::ids::ActivityId) -> &'static str {
+    match since {
+        Some(s) if s.added.contains(activity) => "[new since review] ",
+        Some(s) if s.amended.contains(activity) => "[amended since review] ",
+        _ => "",
+    }
+}
+
 pub fn show(dir: &Path, case: &str) -> anyhow::Result<ExitCode> {
     let case = parse_case(case)?;
     let (session, store) = open(dir)?;
-    let view = view(&store, &session, &case)?;
+    let mut replica = replica(&store, &session, &case)?;
+    let view = replica.view().with_context(|| format!("case {case} is not readable"))?;
+    let since = since_last_review(replica.doc_mut().document(), &view);
     let number = view.case_number.map(|n| n.to_string()).unwrap_or_else(|| "(未採番)".to_owned());
     println!("== ケース {number} ({case}) ==");
     println!("  状態: {} ({})", view.status.label(), view.status.as_key());
@@ -109,6 +120,14 @@ pub fn show(dir: &Path, case: &str) -> anyhow::Result<ExitCode> {
         println!("{line}  [{}]", person.id);
     }
     println!("== 活動 ==");
+    if let Some(since) = &since {
+        println!(
+            "  since the last review ({}): {} new, {} amended",
+            since.at.format("%Y-%m-%d %H:%M"),
+            since.added.len(),
+            since.amended.len()
+        );
+    }
     let activities = view.activities_by_time();
     if activities.is_empty() {
         println!("  (なし)");
@@ -119,8 +138,9 @@ pub fn show(dir: &Path, case: &str) -> anyhow::Result<ExitCode> {
             None => String::new(),
         };
         println!(
-            "  {} {voided}{} [{}] {} — {}",
+            "  {} {}{voided}{} [{}] {} — {}",
             activity.started_at.format("%Y-%m-%d %H:%M"),
+            since_tag(since.as_ref(), &activity.id),
             activity.kind().label(),
             activity.place.label(),
             details_line(&activity.details),
@@ -146,6 +166,15 @@ pub fn show(dir: &Path, case: &str) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             println!("  {}: {}", conflict.path, values.join(" / "));
+        }
+    }
+    if session.role == tsunagi_sync::domain::Role::Supervisor {
+        // A supervisor's tablet also shows the case's open attention items, when online.
+        println!("== 要確認 (attention queue) ==");
+        match super::queue::case_items(dir, &case) {
+            Ok(lines) if lines.is_empty() => println!("  (なし)"),
+            Ok(lines) => lines.iter().for_each(|l| println!("  {l}")),
+            Err(e) => println!("  (not available offline: {})", format!("{e:#}").replace('\n', " ")),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,14 +1,15 @@
 //! Identifiers that parse at the edge: once you hold a [`CaseId`], a [`CaseNumber`] or a
 //! [`MunicipalityCode`], it is valid, and nothing downstream checks it again.
 //!
-//! Entity ids (cases, persons, activities, reviews, plans, evaluations, decisions, staff,
-//! devices) are UUIDs. In the case document they are stored as lowercase hyphenated strings
-//! (`"0191e3c4-7d2a-4b8e-9f00-2c1d5e6f7a8b"`), which is also their `Display` form.
+//! Entity ids (cases, persons, activities, reviews, plans and their action rows, evaluations,
+//! decisions, staff, devices) are UUIDs. In the case document they are stored as lowercase
+//! hyphenated strings (`"0191e3c4-7d2a-4b8e-9f00-2c1d5e6f7a8b"`), which is also their
+//! `Display` form.
 
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{Datelike, FixedOffset, NaiveDate};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -137,6 +138,11 @@ uuid_id!(
     "plan id"
 );
 uuid_id!(
+    /// A row of a support plan's actions (who does what, how often, for how long).
+    PlanActionId,
+    "plan action id"
+);
+uuid_id!(
     /// An evaluation (様式第2号).
     EvaluationId,
     "evaluation id"
@@ -170,6 +176,13 @@ uuid_id!(
 #[serde(try_from = "i32", into = "i32")]
 pub struct FiscalYear(i32);
 
+/// Japan Standard Time (UTC+9, no daylight saving). Local dates, months and fiscal years are
+/// counted in it wherever an instant becomes a date.
+pub const JAPAN: FixedOffset = match FixedOffset::east_opt(9 * 3600) {
+    Some(offset) => offset,
+    None => panic!("UTC+9 is a valid offset"),
+};
+
 impl FiscalYear {
     /// The fiscal year starting in April of `year`.
     pub fn new(year: i32) -> Result<Self, IdError> {
@@ -184,6 +197,11 @@ impl FiscalYear {
     pub fn containing(date: NaiveDate) -> Self {
         let year = if date.month() >= 4 { date.year() } else { date.year() - 1 };
         Self(year)
+    }
+
+    /// The fiscal year an instant falls in, by its date in Japan.
+    pub fn of_instant<Tz: chrono::TimeZone>(at: &chrono::DateTime<Tz>) -> Self {
+        Self::containing(at.with_timezone(&JAPAN).date_naive())
     }
 
     /// The Western calendar year in which this fiscal year starts.

@@ -58,6 +58,7 @@ pub mod actor;
 pub mod client;
 pub mod document;
 pub mod domain;
+pub mod history;
 pub mod ids;
 pub mod ops;
 pub mod session;

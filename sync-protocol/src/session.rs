@@ -271,6 +271,9 @@ pub struct SyncReport {
     pub events: Vec<CaseReport>,
     /// The server has more to send: sync again at once.
     pub more: bool,
+    /// Cases newly visible to this device that the server will send in later rounds (the
+    /// last round's figure; for a progress display).
+    pub pending_assigned: u32,
     /// The cursor was dropped (a case's answer was incomplete or unusable): the next request
     /// lists every case.
     pub cursor_dropped: bool,
@@ -294,6 +297,7 @@ impl SyncReport {
     pub fn absorb(&mut self, next: SyncReport) {
         self.events.extend(next.events);
         self.more = next.more;
+        self.pending_assigned = next.pending_assigned;
         self.cursor_dropped = next.cursor_dropped;
         self.held_back = next.held_back;
         self.fallback_pending = next.fallback_pending;
@@ -533,9 +537,9 @@ impl SyncSession {
         response: SyncResponse,
         now: DateTime<Utc>,
     ) -> Result<SyncReport, SessionError> {
-        let SyncResponse { cursor, documents, assigned, purge, more, .. } = response;
+        let SyncResponse { cursor, documents, assigned, purge, more, pending_assigned, .. } = response;
         let mut round = Round {
-            report: SyncReport { more, rounds: 1, ..SyncReport::default() },
+            report: SyncReport { more, pending_assigned, rounds: 1, ..SyncReport::default() },
             drop_cursor: false,
             resend: HashSet::new(),
         };
@@ -890,7 +894,10 @@ impl SyncSession {
         round: &mut Round,
     ) -> Result<CaseEvent, SessionError> {
         let case = assigned.case_id;
-        let mut remote = match AutoCommit::load(assigned.document.as_slice()) {
+        let loaded = crate::validation::untrusted(|| AutoCommit::load(assigned.document.as_slice()))
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let mut remote = match loaded {
             Ok(doc) => doc,
             // Without the case, a cursor would tell the server we have it: drop the cursor
             // and the server sends it again.

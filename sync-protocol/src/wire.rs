@@ -521,7 +521,8 @@ wire_enum! {
         /// The case was merged into another case (a duplicate); the surviving case arrives as
         /// assigned if this device may see it.
         Merged = "merged",
-        /// The meeting (支援会議) this device was showing the case for has ended.
+        /// A meeting tablet's access to the case ended: the meeting (重層的支援会議 or 支援会議)
+        /// is over or past its day, the case or the tablet left it, or consent was withdrawn.
         MeetingEnded = "meeting_ended",
     }
 }
@@ -546,8 +547,15 @@ wire_enum! {
         DeviceRevoked = "device_revoked",
         /// 403: the authenticated device or staff member may not use this endpoint.
         Forbidden = "forbidden",
-        /// 404: no such endpoint.
+        /// 404: no such endpoint, or (supervisor API) no such record that this staff member may
+        /// see; the two are deliberately indistinguishable.
         NotFound = "not_found",
+        /// 400 (supervisor API): a query parameter or body field is missing or invalid; the
+        /// message names it. Nothing was changed.
+        InvalidRequest = "invalid_request",
+        /// 409 (supervisor API): the request is well formed but the record's state does not
+        /// allow it (e.g. adding a case without consent to a 重層的支援会議). Nothing was changed.
+        Conflict = "conflict",
         /// 429: too many requests; retry after `Retry-After`.
         TooManyRequests = "too_many_requests",
         /// 503: the server is temporarily unavailable; nothing was applied; retry after
@@ -562,10 +570,11 @@ impl ApiErrorCode {
     /// The HTTP status this error is sent with.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::MalformedBody | Self::UnsupportedProtocol => 400,
+            Self::MalformedBody | Self::UnsupportedProtocol | Self::InvalidRequest => 400,
             Self::Unauthenticated | Self::TokenExpired | Self::DeviceRevoked => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
+            Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::TooManyRequests => 429,
@@ -676,6 +685,14 @@ pub struct SyncResponse {
     /// at once.
     #[serde(default, skip_serializing_if = "is_false")]
     pub more: bool,
+    /// With `more`: how many cases newly visible to this device are still to come in later
+    /// responses (for a progress display on a first sync). Zero when absent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending_assigned: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 impl SyncResponse {
@@ -688,6 +705,7 @@ impl SyncResponse {
             assigned: Vec::new(),
             purge: Vec::new(),
             more: false,
+            pending_assigned: 0,
         }
     }
 
@@ -1016,6 +1034,7 @@ mod tests {
                 PurgeNotice { case_id: case(7), reason: PurgeReason::MeetingEnded },
             ],
             more: true,
+            pending_assigned: 12,
         }
     }
 
@@ -1232,6 +1251,8 @@ mod tests {
             (C::DeviceRevoked, "device_revoked", 401, false),
             (C::Forbidden, "forbidden", 403, false),
             (C::NotFound, "not_found", 404, false),
+            (C::InvalidRequest, "invalid_request", 400, false),
+            (C::Conflict, "conflict", 409, false),
             (C::TooManyRequests, "too_many_requests", 429, true),
             (C::Unavailable, "unavailable", 503, true),
             (C::Internal, "internal", 500, true),

@@ -10,6 +10,9 @@
 //!   have the same heads and the same [`CaseView`] (conflicts included), the document has no
 //!   schema issue, and every activity, review, person, void, follow-up and narrative anybody
 //!   wrote is there, exactly once, as its writer left it.
+//!   The programs also add the three forms (plans with action rows, evaluations, meeting
+//!   decisions by the supervisor) and amend their texts from several devices at once, and
+//!   close the case only once a decision to close it is known.
 //! - [`concurrent_narrative_amendments_both_survive`]: two devices of one counsellor amend
 //!   the same narrative offline; after syncing both ways both insertions are there, whole,
 //!   around the original text.
@@ -18,7 +21,9 @@
 //!   lost responses); the server checks each upload with [`apply_and_validate`] for the
 //!   uploading device. A refusal of changes made by legitimate operations is a lost change.
 //!   [`concurrent_voids_by_author_and_supervisor_are_both_accepted`] spells out the one case of
-//!   it that random programs rarely reach.
+//!   it that random programs rarely reach, and
+//!   [`forms_added_offline_converge_and_the_case_closes_once_the_decision_is_known`] the forms
+//!   and the closing of a case.
 //!
 //! Every generated case replays the same: ids are derived from counters, actor ids from device
 //! ids, the timestamps the test writes from the step index (JST), never from the wall clock
@@ -37,10 +42,16 @@ use tsunagi_sync::actor::device_actor;
 use tsunagi_sync::document::{read_case, ActivityDetails, CaseView};
 use tsunagi_sync::domain::{
     CaseStatus, ConcernTag, ConsentMethod, ConsentState, ConsultationMode, ConsultationTopic, ContactChannel,
-    ContactOutcome, LetterItem, LetterPlace, Place, Relation, Role, VisitOutcome,
+    ContactOutcome, LetterItem, LetterPlace, ObservedChange, PersonWish, Place, PlanVerdict, Relation, Role,
+    VisitOutcome,
 };
-use tsunagi_sync::ids::{ActivityId, CaseId, DeviceId, MunicipalityCode, PersonId, ReviewId, StaffId};
-use tsunagi_sync::ops::{CaseReplica, NewActivity, NewCase, NewPerson, OpError};
+use tsunagi_sync::ids::{
+    ActivityId, CaseId, DecisionId, DeviceId, EvaluationId, MunicipalityCode, PersonId, PlanActionId, PlanId, ReviewId,
+    StaffId,
+};
+use tsunagi_sync::ops::{
+    CaseReplica, FormText, NewActivity, NewCase, NewDecision, NewEvaluation, NewPerson, NewPlan, NewPlanAction, OpError,
+};
 use tsunagi_sync::validation::{apply_and_validate, validate_update, Acting, Actor};
 
 // ---------------------------------------------------------------------------------------------
@@ -66,6 +77,22 @@ fn person(n: u64) -> PersonId {
 
 fn activity(n: u64) -> ActivityId {
     ActivityId::parse(&uuid(0xac71, n)).unwrap()
+}
+
+fn plan_id(n: u64) -> PlanId {
+    PlanId::parse(&uuid(0x91a2, n)).unwrap()
+}
+
+fn plan_action_id(n: u64) -> PlanActionId {
+    PlanActionId::parse(&uuid(0x91a2ac, n)).unwrap()
+}
+
+fn evaluation_id(n: u64) -> EvaluationId {
+    EvaluationId::parse(&uuid(0xe7a1, n)).unwrap()
+}
+
+fn decision_id(n: u64) -> DecisionId {
+    DecisionId::parse(&uuid(0xdec1, n)).unwrap()
 }
 
 fn jst() -> FixedOffset {
@@ -104,6 +131,14 @@ const COMMENTS: &[&str] = &["", "確認しました", "次回は同行を検討�
 const NAMES: &[&str] = &["山田 次郎", "佐藤 𠮷子", "鈴木 一郎", "高橋 👶"];
 const AREAS: &[&str] = &["A-1", "北部ブロック", "東🌸"];
 const NOTES: &[&str] = &["", "昼間は在宅が多い", "犬がいる🐕", "午後は不在が多い。\n要注意"];
+const FORM_TEXTS: &[&str] =
+    &["", "生活費が足りない", "就労につなぐ🌱", "家計を立て直す。\n通院を続ける", "𠮷野さんと相談"];
+const ACTION_ROWS: &[(&str, &str, &str)] = &[
+    ("本人", "ハローワークで求職登録", "月1回"),
+    ("家族", "家事の分担を話し合う", ""),
+    ("hello_work", "職業相談", "週1回"),
+];
+const DESTINATIONS: &[&str] = &["hello_work", "community_general_support_center", "legal_support", "food_support"];
 
 fn nth<'a>(list: &'a [&'a str], i: usize) -> &'a str {
     list[i % list.len()]
@@ -211,6 +246,33 @@ enum FieldOp {
         pick: Index,
         comment: usize,
     },
+    AddPlan {
+        round: u32,
+        rows: usize,
+        text: usize,
+    },
+    AddPlanAction {
+        pick: Index,
+        row: usize,
+    },
+    AddEvaluation {
+        round: u32,
+        changes: BTreeSet<ObservedChange>,
+        wish: Option<PersonWish>,
+        text: usize,
+    },
+    /// Only the supervisor's replica records decisions; a counsellor's is refused.
+    RecordDecision {
+        verdict: PlanVerdict,
+        refer: Option<usize>,
+        text: usize,
+    },
+    /// Amends a text of a form this replica knows (several replicas may amend one at once).
+    AmendForm {
+        pick: Index,
+        field: usize,
+        text: usize,
+    },
 }
 
 /// How changes travel in one (one-way unless said otherwise) sync.
@@ -292,7 +354,27 @@ fn op_strategy() -> impl Strategy<Value = FieldOp> {
             .prop_map(|(person, tag, present)| FieldOp::Concern { person, tag, present }),
         2 => (any::<Index>(), 0..8usize).prop_map(|(person, text)| FieldOp::Note { person, text }),
         2 => (any::<Index>(), 0..8usize).prop_map(|(pick, comment)| FieldOp::Review { pick, comment }),
+        1 => (1..4u32, 0..3usize, 0..8usize).prop_map(|(round, rows, text)| FieldOp::AddPlan { round, rows, text }),
+        1 => (any::<Index>(), 0..8usize).prop_map(|(pick, row)| FieldOp::AddPlanAction { pick, row }),
+        1 => (1..4u32, prop::collection::btree_set(listed_change(), 0..4), prop::option::of(select(PersonWish::ALL)), 0..8usize)
+            .prop_map(|(round, changes, wish, text)| FieldOp::AddEvaluation { round, changes, wish, text }),
+        3 => (select(PlanVerdict::ALL), prop::option::of(0..8usize), 0..8usize)
+            .prop_map(|(verdict, refer, text)| FieldOp::RecordDecision { verdict, refer, text }),
+        1 => Just(FieldOp::Status(CaseStatus::Closed)),
+        2 => (any::<Index>(), 0..8usize, 0..8usize).prop_map(|(pick, field, text)| FieldOp::AmendForm { pick, field, text }),
     ]
+}
+
+/// Observed changes a form may check together (`no_change` excludes the others, `other` is
+/// free text).
+fn listed_change() -> impl Strategy<Value = ObservedChange> {
+    select(
+        ObservedChange::ALL
+            .iter()
+            .copied()
+            .filter(|c| !matches!(c, ObservedChange::Other | ObservedChange::NoChange))
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn sync_how_strategy() -> impl Strategy<Value = SyncHow> {
@@ -373,6 +455,11 @@ struct Ledger {
     reviews: BTreeMap<ReviewId, (ActivityId, StaffId)>,
     persons: BTreeSet<PersonId>,
     statuses: BTreeSet<CaseStatus>,
+    /// Every form added, with who added it (its author, evaluator or recorder).
+    plans: BTreeMap<PlanId, StaffId>,
+    plan_actions: BTreeMap<PlanActionId, PlanId>,
+    evaluations: BTreeMap<EvaluationId, StaffId>,
+    decisions: BTreeMap<DecisionId, (StaffId, PlanVerdict)>,
     ops_ok: usize,
     ops_refused: usize,
 }
@@ -383,6 +470,10 @@ enum Done {
     Logged(ActivityId, NewActivity),
     Reviewed(ReviewId, ActivityId),
     Person(PersonId),
+    Plan(PlanId, Vec<PlanActionId>),
+    PlanAction(PlanActionId, PlanId),
+    Evaluation(EvaluationId),
+    Decision(DecisionId, PlanVerdict),
 }
 
 /// Runs one field operation on `r` and checks its contract: on success at most one change,
@@ -488,7 +579,15 @@ fn run_op(r: &mut CaseReplica, op: &FieldOp, step: usize, ledger: &mut Ledger) -
             ledger.ops_refused += 1;
             return None;
         }
-        FieldOp::Status(status) => r.set_status(*status).map(|_| Done::Nothing),
+        FieldOp::Status(status) => match r.set_status(*status) {
+            Err(OpError::ClosingWithoutDecision) if !view.has_closing_decision() => {
+                assert_eq!(*status, CaseStatus::Closed);
+                assert_eq!(r.heads(), before, "a refused operation writes nothing");
+                ledger.ops_refused += 1;
+                return None;
+            }
+            other => other.map(|_| Done::Nothing),
+        },
         FieldOp::Consent { state, day: d, by } => r.record_consent(*state, day(*d), *by).map(|_| Done::Nothing),
         FieldOp::Area(i) => r.set_area(nth(AREAS, *i)).map(|_| Done::Nothing),
         FieldOp::AddPerson { name, relation } => {
@@ -515,6 +614,86 @@ fn run_op(r: &mut CaseReplica, op: &FieldOp, step: usize, ledger: &mut Ledger) -
                 other => other.map(|review| Done::Reviewed(review, id)),
             }
         }
+        FieldOp::AddPlan { round, rows, text } => {
+            ledger.next_id += 1;
+            let mut new = NewPlan::new(*round, day(*round * 10))
+                .with_issues(nth(FORM_TEXTS, *text))
+                .with_goals(nth(FORM_TEXTS, text + 1))
+                .until(day(*round * 10 + 90));
+            new.id = plan_id(ledger.next_id);
+            for i in 0..*rows {
+                let (who, what, frequency) = ACTION_ROWS[(text + i) % ACTION_ROWS.len()];
+                let mut row = NewPlanAction::new(who, what).with_frequency(frequency);
+                ledger.next_id += 1;
+                row.id = plan_action_id(ledger.next_id);
+                new = new.with_action(row);
+            }
+            let rows = new.actions.iter().map(|a| a.id).collect();
+            r.add_plan(new).map(|id| Done::Plan(id, rows))
+        }
+        FieldOp::AddPlanAction { pick, row } => {
+            let plans: Vec<PlanId> = view.plans.keys().copied().collect();
+            let plan = (!plans.is_empty()).then(|| plans[pick.index(plans.len())])?;
+            let (who, what, frequency) = ACTION_ROWS[row % ACTION_ROWS.len()];
+            let mut new = NewPlanAction::new(who, what).with_frequency(frequency).with_duration("3か月");
+            ledger.next_id += 1;
+            new.id = plan_action_id(ledger.next_id);
+            r.add_plan_action(plan, new).map(|id| Done::PlanAction(id, plan))
+        }
+        FieldOp::AddEvaluation { round, changes, wish, text } => {
+            ledger.next_id += 1;
+            let mut new = NewEvaluation::new(*round, day(*round * 10 + 5))
+                .with_goal_attainment(nth(FORM_TEXTS, *text))
+                .with_situation(nth(FORM_TEXTS, text + 2));
+            new.id = evaluation_id(ledger.next_id);
+            new.observed_changes = changes.clone();
+            if changes.is_empty() {
+                new = new.with_change(ObservedChange::NoChange);
+            }
+            if let Some(wish) = wish {
+                new = new.with_wish(*wish);
+            }
+            r.add_evaluation(new).map(Done::Evaluation)
+        }
+        FieldOp::RecordDecision { verdict, refer, text } => {
+            ledger.next_id += 1;
+            let mut new = NewDecision::new(day(25), *verdict).with_notes(nth(FORM_TEXTS, *text));
+            new.id = decision_id(ledger.next_id);
+            if let (PlanVerdict::Close, Some(i)) = (verdict, refer) {
+                new = new.referred_to([nth(DESTINATIONS, *i)]);
+            }
+            match r.record_decision(new) {
+                Err(OpError::SupervisorOnly(_)) if actor.role != Role::Supervisor => {
+                    assert_eq!(r.heads(), before, "a refused operation writes nothing");
+                    ledger.ops_refused += 1;
+                    return None;
+                }
+                other => other.map(|id| Done::Decision(id, *verdict)),
+            }
+        }
+        FieldOp::AmendForm { pick, field, text } => {
+            let mut fields: Vec<FormText> = Vec::new();
+            for id in view.plans.keys() {
+                fields.extend([FormText::PlanIssues(*id), FormText::PlanGoals(*id)]);
+            }
+            for id in view.evaluations.keys() {
+                fields.extend([
+                    FormText::EvaluationGoalAttainment(*id),
+                    FormText::EvaluationSituation(*id),
+                    FormText::EvaluationStaffOpinion(*id),
+                ]);
+            }
+            if actor.role == Role::Supervisor {
+                for id in view.decisions.keys() {
+                    fields.extend([FormText::DecisionNotes(*id), FormText::DecisionRemarks(*id)]);
+                }
+            }
+            if fields.is_empty() {
+                return None;
+            }
+            let target = fields[(pick.index(fields.len()) + field) % fields.len()];
+            r.amend_form_text(target, nth(FORM_TEXTS, *text)).map(|_| Done::Nothing)
+        }
     };
     let done = match result {
         Ok(done) => done,
@@ -539,6 +718,19 @@ fn run_op(r: &mut CaseReplica, op: &FieldOp, step: usize, ledger: &mut Ledger) -
         }
         (_, Done::Person(id)) => {
             ledger.persons.insert(id);
+        }
+        (_, Done::Plan(id, rows)) => {
+            assert!(ledger.plans.insert(id, actor.staff).is_none(), "plan {id} added twice");
+            ledger.plan_actions.extend(rows.into_iter().map(|row| (row, id)));
+        }
+        (_, Done::PlanAction(row, plan)) => {
+            assert!(ledger.plan_actions.insert(row, plan).is_none(), "plan action {row} added twice");
+        }
+        (_, Done::Evaluation(id)) => {
+            assert!(ledger.evaluations.insert(id, actor.staff).is_none(), "evaluation {id} added twice");
+        }
+        (_, Done::Decision(id, verdict)) => {
+            assert!(ledger.decisions.insert(id, (actor.staff, verdict)).is_none(), "decision {id} recorded twice");
         }
         (FieldOp::Amend { pick, .. } | FieldOp::Insert { pick, .. }, Done::Nothing) => {
             let id = choose(&own, pick).unwrap();
@@ -740,6 +932,19 @@ fn check_nothing_lost(r: &mut CaseReplica, view: &CaseView, ledger: &Ledger) {
     }
     let persons: BTreeSet<PersonId> = view.household.keys().copied().collect();
     assert_eq!(persons, ledger.persons, "household members differ");
+    let plans: BTreeMap<PlanId, StaffId> = view.plans.values().map(|p| (p.id, p.author)).collect();
+    assert_eq!(plans, ledger.plans, "plans differ");
+    let rows: BTreeMap<PlanActionId, PlanId> =
+        view.plans.values().flat_map(|p| p.actions.keys().map(move |row| (*row, p.id))).collect();
+    assert_eq!(rows, ledger.plan_actions, "plan action rows differ");
+    let evaluations: BTreeMap<EvaluationId, StaffId> = view.evaluations.values().map(|e| (e.id, e.evaluator)).collect();
+    assert_eq!(evaluations, ledger.evaluations, "evaluations differ");
+    let decisions: BTreeMap<DecisionId, (StaffId, PlanVerdict)> =
+        view.decisions.values().map(|d| (d.id, (d.recorded_by, d.verdict))).collect();
+    assert_eq!(decisions, ledger.decisions, "decisions differ");
+    if view.status == CaseStatus::Closed {
+        assert!(view.has_closing_decision(), "the case closed without a decision to close it");
+    }
     assert!(
         view.status == CaseStatus::Intake || ledger.statuses.contains(&view.status),
         "status {:?} was never set",
@@ -1014,4 +1219,51 @@ fn concurrent_voids_by_author_and_supervisor_are_both_accepted() {
         let conflict = view.conflicts.iter().find(|c| c.path == path).expect("concurrent voids surface as a conflict");
         assert_eq!(conflict.values.len(), 2);
     }
+}
+
+/// The forms in the real topology, spelled out: two counsellors add a plan and an evaluation
+/// while the supervisor records the meeting's decision to close, all offline. A counsellor who
+/// has not received the decision cannot close the case; once it reached her, she can, and the
+/// server accepts every upload.
+#[test]
+fn forms_added_offline_converge_and_the_case_closes_once_the_decision_is_known() {
+    let add_plan = FieldOp::AddPlan { round: 1, rows: 2, text: 1 };
+    let add_evaluation = FieldOp::AddEvaluation {
+        round: 1,
+        changes: [ObservedChange::JobSearch].into(),
+        wish: Some(PersonWish::Close),
+        text: 2,
+    };
+    let close = FieldOp::RecordDecision { verdict: PlanVerdict::Close, refer: Some(0), text: 3 };
+    let closed = FieldOp::Status(CaseStatus::Closed);
+    let amend = |field| FieldOp::AmendForm { pick: any_index(), field, text: 4 };
+    // Replicas 0 and 1 are counsellors, replica 2 (the last of 3) the supervisor.
+    let steps = vec![
+        StarStep::Op { device: 0, op: add_plan },
+        StarStep::Op { device: 1, op: add_evaluation },
+        StarStep::Op { device: 2, op: close },
+        // Not known on her phone yet: refused by the operation, nothing written.
+        StarStep::Op { device: 0, op: closed.clone() },
+        StarStep::RoundTrip { device: 1, lose_response: false },
+        StarStep::RoundTrip { device: 2, lose_response: false },
+        StarStep::RoundTrip { device: 0, lose_response: false },
+        StarStep::RoundTrip { device: 1, lose_response: false },
+        // Both counsellors amend the same form text at once; the supervisor a decision's.
+        StarStep::Op { device: 0, op: amend(0) },
+        StarStep::Op { device: 1, op: amend(0) },
+        StarStep::Op { device: 2, op: amend(1) },
+        StarStep::Op { device: 0, op: closed },
+        StarStep::RoundTrip { device: 0, lose_response: false },
+    ];
+    let view = run_star(3, &steps);
+    assert_eq!(view.status, CaseStatus::Closed);
+    assert_eq!((view.plans.len(), view.evaluations.len(), view.decisions.len()), (1, 1, 1));
+    let decision = view.decisions.values().next().unwrap();
+    assert!(decision.referred_on && decision.referral_destinations.contains(DESTINATIONS[0]));
+    assert_eq!(view.plans.values().next().unwrap().actions.len(), 2);
+}
+
+fn any_index() -> Index {
+    use proptest::strategy::ValueTree;
+    any::<Index>().new_tree(&mut proptest::test_runner::TestRunner::default()).unwrap().current()
 }

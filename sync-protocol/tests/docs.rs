@@ -172,6 +172,36 @@ const DOCUMENT_KEYS: &[&str] = &[
     k::TOPICS,
     k::ACTIVITY_ID,
     k::COMMENT,
+    k::HEADS,
+    k::ROUND,
+    k::AUTHOR,
+    k::DRAFTED_ON,
+    k::ISSUES,
+    k::GOALS,
+    k::ACTIONS,
+    k::WHO,
+    k::WHAT,
+    k::FREQUENCY,
+    k::DURATION,
+    k::PERIOD_UNTIL,
+    k::NEXT_MONITORING_ON,
+    k::EVALUATOR,
+    k::EVALUATED_ON,
+    k::GOAL_ATTAINMENT,
+    k::OBSERVED_CHANGES,
+    k::OBSERVED_OTHER,
+    k::SITUATION,
+    k::WISH,
+    k::STAFF_OPINION,
+    k::MEETING_ON,
+    k::VERDICT,
+    k::DECIDED_ON,
+    k::NOTES,
+    k::REFERRAL_DESTINATIONS,
+    k::REFERRAL_OTHER,
+    k::PAST_CONSULTATIONS,
+    k::PAST_OTHER,
+    k::REMARKS,
 ];
 
 #[test]
@@ -189,8 +219,16 @@ fn every_document_key_is_documented() {
 #[test]
 fn the_size_limits_are_the_code_s() {
     let doc = read(CASE_DOCUMENT);
-    let Limits { long_text_chars, short_text_chars, household_members, activities, reviews, set_entries } =
-        Limits::DEFAULT;
+    let Limits {
+        long_text_chars,
+        short_text_chars,
+        household_members,
+        activities,
+        reviews,
+        set_entries,
+        forms,
+        plan_actions,
+    } = Limits::DEFAULT;
     let limits = [
         ("long_text_chars", long_text_chars),
         ("short_text_chars", short_text_chars),
@@ -198,6 +236,8 @@ fn the_size_limits_are_the_code_s() {
         ("activities", activities),
         ("reviews", reviews),
         ("set_entries", set_entries),
+        ("forms", forms),
+        ("plan_actions", plan_actions),
     ];
     for (name, value) in limits {
         let tag = backticked(name);

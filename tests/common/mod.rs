@@ -13,6 +13,9 @@
 
 #![allow(dead_code)]
 
+pub mod phone;
+pub mod process;
+
 use serde_json::{json, Value};
 use tsunagi_server::admin::{self, NewStaff, OrganisationKind};
 use tsunagi_server::config::{Settings, SigningKey};
@@ -220,6 +223,19 @@ impl TestApp {
     /// POSTs a JSON body.
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.http.post(self.url(path)).json(body).send().await.expect("the server answers")
+    }
+
+    /// Calls an endpoint with a bearer token and an optional JSON body: the status and the
+    /// JSON answer (`null` when the body is empty or not JSON).
+    pub async fn call(&self, method: reqwest::Method, token: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("a body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     /// GETs `path` with a bearer token.

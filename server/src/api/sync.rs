@@ -40,7 +40,13 @@ pub async fn sync(
     }
     let sync_request = SyncRequest::decode(format, &body)
         .map_err(|e| ApiFailure::new(e.api_error_code(), e.to_string()).in_format(format))?;
-    let requester = Requester { staff: who.staff, device: who.device, role: who.role, municipality: who.municipality };
+    let requester = Requester {
+        staff: who.staff,
+        device: who.device,
+        role: who.role,
+        municipality: who.municipality,
+        area: who.area.clone(),
+    };
     let engine = state.engine.clone();
     let span =
         tracing::info_span!("sync", staff = %who.staff, device = %who.device, cases = sync_request.documents.len());

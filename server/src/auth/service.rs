@@ -23,6 +23,10 @@ use tsunagi_sync::wire::{ApiErrorCode, LoginRequest, TokenResponse, BEARER_TOKEN
 use uuid::Uuid;
 
 use super::password::{spend_dummy_verification, verify_password};
+
+/// How long after its use a refresh token may be presented again, while its successor is
+/// unused, and get a new successor (a lost answer, or an app killed before saving it).
+pub const REFRESH_REUSE_GRACE: Duration = Duration::from_secs(120);
 use super::refresh;
 use super::token::{AccessTokens, TokenError};
 use super::{login_key, AuthenticatedDevice};
@@ -305,7 +309,10 @@ impl Authenticator {
         })
     }
 
-    /// `POST /v1/auth/refresh`.
+    /// `POST /v1/auth/refresh`. A refresh token is good for one exchange; presenting it again
+    /// ends the login (two parties hold it) — except within [`REFRESH_REUSE_GRACE`] of its
+    /// use while its successor has not been used: then the first answer was lost, and the
+    /// unused successor is replaced by a new one.
     pub fn refresh(&self, presented: &str, now: DateTime<Utc>) -> Result<TokenResponse, AuthError> {
         const UNKNOWN: AuthError = AuthError::Unauthenticated("unknown refresh token");
         let hash = refresh::hash_presented(presented).ok_or(UNKNOWN)?;
@@ -350,8 +357,27 @@ impl Authenticator {
                     "this refresh token was already used; the login was ended for safety",
                 )))
             };
-            if row.used_at.is_some() {
-                return reused(c);
+            if let Some(used_at) = row.used_at {
+                // Presented again within moments of its use, while its successor was never
+                // used: the answer to the first exchange was lost (or the app was killed
+                // before saving it). Issue a new successor instead of ending the login.
+                let recent =
+                    naive(now) - used_at <= chrono::Duration::from_std(REFRESH_REUSE_GRACE).unwrap_or_default();
+                if !(recent
+                    && row.revoked_at.is_none()
+                    && accounts::supersede_unused_successors(c, &row.family_id, row.issued_at, naive(now))?)
+                {
+                    return reused(c);
+                }
+                audit::record(
+                    c,
+                    naive(now),
+                    Some(&staff),
+                    Some(&device),
+                    None,
+                    "auth.refresh_retried",
+                    &format!("session={}", row.family_id),
+                )?;
             }
             if row.expires_at <= naive(now) {
                 return Ok(Outcome::Refused(AuthError::Unauthenticated("the refresh token has expired")));
@@ -359,7 +385,7 @@ impl Authenticator {
             if !access.active {
                 return Ok(Outcome::Refused(AuthError::Forbidden("this account is disabled")));
             }
-            if !accounts::mark_refresh_token_used(c, &row.id, naive(now))? {
+            if row.used_at.is_none() && !accounts::mark_refresh_token_used(c, &row.id, naive(now))? {
                 return reused(c);
             }
             let role = Role::from_key(&access.role).map_err(|e| StoreError::Corrupt(format!("staff.role: {e}")))?;

@@ -328,6 +328,31 @@ pub fn mark_refresh_token_used(conn: &mut DbConnection, id: &str, at: NaiveDateT
     Ok(n == 1)
 }
 
+/// For a refresh token presented again soon after its use: if no token of its family issued
+/// after it has been used yet (its successor was never received, e.g. the answer was lost or
+/// the app was killed before saving it), revokes those unused successors and returns `true`;
+/// returns `false` if a later token was used (two parties hold the login).
+pub fn supersede_unused_successors(
+    conn: &mut DbConnection,
+    family_id: &str,
+    issued_after: NaiveDateTime,
+    at: NaiveDateTime,
+) -> Result<bool, StoreError> {
+    let later = || {
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(family_id))
+            .filter(refresh_tokens::issued_at.gt(issued_after))
+    };
+    let used: i64 = later().filter(refresh_tokens::used_at.is_not_null()).count().get_result(conn)?;
+    if used > 0 {
+        return Ok(false);
+    }
+    diesel::update(later().filter(refresh_tokens::revoked_at.is_null()))
+        .set(refresh_tokens::revoked_at.eq(at))
+        .execute(conn)?;
+    Ok(true)
+}
+
 /// Revokes every token of a family not yet revoked; how many.
 pub fn revoke_family(conn: &mut DbConnection, family_id: &str, at: NaiveDateTime) -> Result<usize, StoreError> {
     Ok(diesel::update(

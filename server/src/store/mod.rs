@@ -16,9 +16,12 @@
 pub mod accounts;
 pub mod audit;
 pub mod documents;
+pub mod forms;
+pub mod meetings;
 pub mod projections;
 pub mod quarantine;
 pub mod schema;
+pub mod visibility;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,18 +1,20 @@
 //! Relational projections of case documents, for queries that must not load documents:
-//! `cases`, `persons`, `activities`, `assignments`. Rebuilt for a case inside the
-//! transaction that stores its changes, so they are never behind the document.
+//! `cases`, `persons`, `case_concerns`, `activities`, `activity_topics`, `reviews`,
+//! `assignments`. Rebuilt for a case inside the transaction that stores its changes, so they
+//! are never behind the document.
 //!
-//! Also the case-number counters and who may see which case.
+//! Also the case-number counters and which device holds which case.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 
-use super::schema::{activities, assignments, cases, device_cases, persons};
+use super::schema::{
+    activities, activity_topics, assignments, case_concerns, case_redirects, cases, device_cases, persons, reviews,
+};
 use super::{DbConnection, StoreError};
 use tsunagi_sync::document::{ActivityDetails, CaseView};
-use tsunagi_sync::domain::Role;
-use tsunagi_sync::ids::{CaseId, CaseNumber, DeviceId, FiscalYear, MunicipalityCode, StaffId};
+use tsunagi_sync::ids::{CaseId, CaseNumber, DeviceId, FiscalYear, MunicipalityCode, JAPAN};
 
 #[derive(Insertable)]
 #[diesel(table_name = cases)]
@@ -27,6 +29,8 @@ struct CaseRow {
     opened_on: Option<String>,
     conflicts: i32,
     updated_at: NaiveDateTime,
+    last_activity_at: Option<NaiveDateTime>,
+    merged_into: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -54,6 +58,24 @@ struct ActivityRow {
     follow_up_on: Option<String>,
     voided: bool,
     reviewed: bool,
+    local_date: String,
+    letter_left: bool,
+    channel: Option<String>,
+    agency: Option<String>,
+    narrative: String,
+    municipality: String,
+    area: Option<String>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = reviews)]
+struct ReviewRow {
+    review_id: String,
+    case_id: String,
+    activity_id: String,
+    by_staff: String,
+    at: NaiveDateTime,
+    comment: String,
 }
 
 #[derive(Insertable)]
@@ -70,7 +92,14 @@ pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> 
     diesel::delete(persons::table.filter(persons::case_id.eq(&id))).execute(conn)?;
     diesel::delete(activities::table.filter(activities::case_id.eq(&id))).execute(conn)?;
     diesel::delete(assignments::table.filter(assignments::case_id.eq(&id))).execute(conn)?;
+    diesel::delete(activity_topics::table.filter(activity_topics::case_id.eq(&id))).execute(conn)?;
+    diesel::delete(case_concerns::table.filter(case_concerns::case_id.eq(&id))).execute(conn)?;
+    diesel::delete(reviews::table.filter(reviews::case_id.eq(&id))).execute(conn)?;
     diesel::delete(cases::table.find(&id)).execute(conn)?;
+    let merged_into: Option<String> =
+        case_redirects::table.find(&id).select(case_redirects::merged_into).first::<String>(conn).optional()?;
+    let last_activity_at =
+        view.activities.values().filter(|a| a.voided.is_none()).map(|a| a.started_at.naive_utc()).max();
     let municipality = view.municipality.map(|m| m.to_string()).unwrap_or_default();
     diesel::insert_into(cases::table)
         .values(CaseRow {
@@ -84,8 +113,27 @@ pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> 
             opened_on: view.opened_on.map(tsunagi_sync::document::format_date),
             conflicts: i32::try_from(view.conflicts.len()).unwrap_or(i32::MAX),
             updated_at: now,
+            last_activity_at,
+            merged_into: merged_into.clone(),
         })
         .execute(conn)?;
+    if merged_into.is_some() {
+        // Merged into another case (a duplicate household): its activities, members and forms
+        // live on in the survivor, which projects them; this case keeps only its `cases` row.
+        return super::forms::delete_forms(conn, &id);
+    }
+    let mut concerns = std::collections::BTreeSet::new();
+    for person in view.household.values() {
+        concerns.extend(person.concerns.tags.iter().map(|t| t.as_key()));
+        if person.concerns.other.is_some() {
+            concerns.insert(tsunagi_sync::domain::ConcernTag::Other.as_key());
+        }
+    }
+    for tag in concerns {
+        diesel::insert_into(case_concerns::table)
+            .values((case_concerns::case_id.eq(&id), case_concerns::tag.eq(tag)))
+            .execute(conn)?;
+    }
     for person in view.household.values() {
         diesel::insert_into(persons::table)
             .values(PersonRow {
@@ -99,11 +147,33 @@ pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> 
             .execute(conn)?;
     }
     for activity in view.activities.values() {
-        let outcome = match &activity.details {
-            ActivityDetails::Visit { outcome, .. } => Some(outcome.as_key().to_owned()),
-            ActivityDetails::ContactAttempt { outcome, .. } => Some(outcome.as_key().to_owned()),
-            _ => None,
-        };
+        let (mut outcome, mut letter_left, mut channel, mut agency) = (None, false, None, None);
+        match &activity.details {
+            ActivityDetails::Visit { outcome: o, letter_left: l, .. } => {
+                outcome = Some(o.as_key().to_owned());
+                letter_left = *l;
+            }
+            ActivityDetails::ContactAttempt { outcome: o, channel: c } => {
+                outcome = Some(o.as_key().to_owned());
+                channel = Some(c.as_key().to_owned());
+            }
+            ActivityDetails::LetterLeft { .. } => letter_left = true,
+            ActivityDetails::Accompaniment { agency: a, .. } | ActivityDetails::Coordination { agency: a } => {
+                agency = Some(a.clone());
+            }
+            ActivityDetails::Consultation { topics, .. } => {
+                for topic in topics {
+                    diesel::insert_into(activity_topics::table)
+                        .values((
+                            activity_topics::activity_id.eq(activity.id.to_string()),
+                            activity_topics::case_id.eq(&id),
+                            activity_topics::topic.eq(topic.as_key()),
+                        ))
+                        .execute(conn)?;
+                }
+            }
+            ActivityDetails::Information { .. } => {}
+        }
         diesel::insert_into(activities::table)
             .values(ActivityRow {
                 activity_id: activity.id.to_string(),
@@ -117,6 +187,25 @@ pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> 
                 follow_up_on: activity.follow_up_on.map(tsunagi_sync::document::format_date),
                 voided: activity.voided.is_some(),
                 reviewed: view.reviews.values().any(|r| r.activity_id == activity.id),
+                local_date: tsunagi_sync::document::format_date(activity.started_at.with_timezone(&JAPAN).date_naive()),
+                letter_left,
+                channel,
+                agency,
+                narrative: activity.narrative.clone(),
+                municipality: view.municipality.map(|m| m.to_string()).unwrap_or_default(),
+                area: view.area.clone(),
+            })
+            .execute(conn)?;
+    }
+    for review in view.reviews.values() {
+        diesel::insert_into(reviews::table)
+            .values(ReviewRow {
+                review_id: review.id.to_string(),
+                case_id: id.clone(),
+                activity_id: review.activity_id.to_string(),
+                by_staff: review.by.to_string(),
+                at: review.at.naive_utc(),
+                comment: review.comment.clone(),
             })
             .execute(conn)?;
     }
@@ -130,6 +219,7 @@ pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> 
             .values(AssignmentRow { case_id: id.clone(), staff_id: staff.to_string(), is_primary })
             .execute(conn)?;
     }
+    super::forms::project_forms(conn, view)?;
     Ok(())
 }
 
@@ -179,59 +269,6 @@ pub fn next_case_number(
     CaseNumber::new(fiscal_year, serial).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Who is asking, for visibility decisions.
-#[derive(Debug, Clone, Copy)]
-pub struct Viewer<'a> {
-    /// The staff member.
-    pub staff: StaffId,
-    /// Their role.
-    pub role: Role,
-    /// Their municipality.
-    pub municipality: &'a MunicipalityCode,
-}
-
-/// Whether `viewer` may see `case`: counsellors their assigned cases, supervisors every case
-/// of their municipality; meeting tablets and administrators none.
-pub fn may_see(conn: &mut DbConnection, viewer: Viewer<'_>, case: &CaseId) -> Result<bool, StoreError> {
-    let id = case.to_string();
-    Ok(match viewer.role {
-        Role::Counsellor => {
-            assignments::table
-                .filter(assignments::case_id.eq(&id))
-                .filter(assignments::staff_id.eq(viewer.staff.to_string()))
-                .count()
-                .get_result::<i64>(conn)?
-                > 0
-        }
-        Role::Supervisor => {
-            cases::table
-                .filter(cases::case_id.eq(&id))
-                .filter(cases::municipality.eq(viewer.municipality.as_str()))
-                .count()
-                .get_result::<i64>(conn)?
-                > 0
-        }
-        Role::MeetingTablet | Role::Administrator => false,
-    })
-}
-
-/// Every case `viewer` may see.
-pub fn visible_cases(conn: &mut DbConnection, viewer: Viewer<'_>) -> Result<Vec<String>, StoreError> {
-    Ok(match viewer.role {
-        Role::Counsellor => assignments::table
-            .filter(assignments::staff_id.eq(viewer.staff.to_string()))
-            .select(assignments::case_id)
-            .order(assignments::case_id.asc())
-            .load(conn)?,
-        Role::Supervisor => cases::table
-            .filter(cases::municipality.eq(viewer.municipality.as_str()))
-            .select(cases::case_id)
-            .order(cases::case_id.asc())
-            .load(conn)?,
-        Role::MeetingTablet | Role::Administrator => Vec::new(),
-    })
-}
-
 /// Records that `device` holds `case` (received or uploaded it).
 pub fn device_holds(conn: &mut DbConnection, device: &DeviceId, case: &CaseId) -> Result<(), StoreError> {
     let (d, c) = (device.to_string(), case.to_string());
@@ -267,4 +304,34 @@ pub fn device_released(conn: &mut DbConnection, device: &DeviceId, case: &CaseId
     )
     .execute(conn)?;
     Ok(())
+}
+
+/// Rebuilds the projections of every stored case from its document, one case per
+/// transaction (after an upgrade whose migration added projected columns). Returns how many
+/// cases were projected. Safe to run while the server is serving: each case is locked while
+/// it is rebuilt, exactly as a sync would.
+pub fn reproject_all(db: &super::Database) -> Result<usize, StoreError> {
+    use super::schema::documents;
+    let ids: Vec<String> =
+        db.read(|conn| documents::table.select(documents::case_id).load(conn).map_err(StoreError::from))?;
+    let mut done = 0;
+    for id in ids {
+        let case = CaseId::parse(&id).map_err(|e| StoreError::Corrupt(format!("stored case id {id}: {e}")))?;
+        db.write(|conn| -> Result<(), StoreError> {
+            let Some(row) = super::documents::lock(conn, &case)? else { return Ok(()) };
+            let doc = super::documents::load(conn, &row)?;
+            let reading = tsunagi_sync::document::read_case(&doc);
+            let view = reading.view.ok_or_else(|| StoreError::Corrupt(format!("stored case {id} does not read")))?;
+            project(conn, &view, chrono::Utc::now().naive_utc())
+        })?;
+        done += 1;
+    }
+    Ok(done)
+}
+
+/// The case `case` was merged into, if it was (a duplicate household).
+pub fn merged_into(conn: &mut DbConnection, case: &CaseId) -> Result<Option<CaseId>, StoreError> {
+    let survivor: Option<String> =
+        case_redirects::table.find(case.to_string()).select(case_redirects::merged_into).first(conn).optional()?;
+    survivor.map(|s| CaseId::parse(&s).map_err(|e| StoreError::Corrupt(format!("case_redirects: {e}")))).transpose()
 }

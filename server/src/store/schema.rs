@@ -112,6 +112,8 @@ diesel::table! {
         opened_on -> Nullable<Text>,
         conflicts -> Integer,
         updated_at -> Timestamp,
+        last_activity_at -> Nullable<Timestamp>,
+        merged_into -> Nullable<Text>,
     }
 }
 
@@ -139,6 +141,110 @@ diesel::table! {
         follow_up_on -> Nullable<Text>,
         voided -> Bool,
         reviewed -> Bool,
+        local_date -> Text,
+        letter_left -> Bool,
+        channel -> Nullable<Text>,
+        agency -> Nullable<Text>,
+        narrative -> Text,
+        municipality -> Text,
+        area -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    activity_topics (activity_id, topic) {
+        activity_id -> Text,
+        case_id -> Text,
+        topic -> Text,
+    }
+}
+
+diesel::table! {
+    case_concerns (case_id, tag) {
+        case_id -> Text,
+        tag -> Text,
+    }
+}
+
+diesel::table! {
+    reviews (review_id) {
+        review_id -> Text,
+        case_id -> Text,
+        activity_id -> Text,
+        by_staff -> Text,
+        at -> Timestamp,
+        comment -> Text,
+    }
+}
+
+diesel::table! {
+    plans (plan_id) {
+        plan_id -> Text,
+        case_id -> Text,
+        round -> Integer,
+        author -> Text,
+        drafted_on -> Text,
+        period_until -> Nullable<Text>,
+        next_monitoring_on -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    evaluations (evaluation_id) {
+        evaluation_id -> Text,
+        case_id -> Text,
+        round -> Integer,
+        evaluator -> Text,
+        evaluated_on -> Text,
+        wish -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    decisions (decision_id) {
+        decision_id -> Text,
+        case_id -> Text,
+        meeting_on -> Text,
+        verdict -> Text,
+        referred_on -> Bool,
+        decided_on -> Text,
+    }
+}
+
+diesel::table! {
+    referrals (decision_id, destination) {
+        decision_id -> Text,
+        case_id -> Text,
+        municipality -> Text,
+        destination -> Text,
+        decided_on -> Text,
+    }
+}
+
+diesel::table! {
+    meetings (meeting_id) {
+        meeting_id -> Text,
+        municipality -> Text,
+        kind -> Text,
+        title -> Text,
+        held_on -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+        ended_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    meeting_cases (meeting_id, case_id) {
+        meeting_id -> Text,
+        case_id -> Text,
+    }
+}
+
+diesel::table! {
+    meeting_members (meeting_id, staff_id) {
+        meeting_id -> Text,
+        staff_id -> Text,
     }
 }
 
@@ -192,7 +298,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    attention (item_id) {
+        item_id -> Text,
+        municipality -> Text,
+        case_id -> Text,
+        kind -> Text,
+        subject -> Text,
+        detail -> Text,
+        raised_at -> Timestamp,
+        raised_by -> Nullable<Text>,
+        resolved_at -> Nullable<Timestamp>,
+        resolved_by -> Nullable<Text>,
+        resolution -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    case_redirects (case_id) {
+        case_id -> Text,
+        merged_into -> Text,
+        municipality -> Text,
+        case_number -> Nullable<Text>,
+        merged_at -> Timestamp,
+        merged_by -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    attention,
+    case_redirects,
     municipalities,
     areas,
     organisations,
@@ -210,4 +345,14 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     quarantine,
     login_attempts,
+    activity_topics,
+    case_concerns,
+    reviews,
+    plans,
+    evaluations,
+    decisions,
+    referrals,
+    meetings,
+    meeting_cases,
+    meeting_members,
 );

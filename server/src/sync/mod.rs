@@ -9,7 +9,7 @@
 //! transaction, with its violations. One case's refusal never affects another's.
 //!
 //! Visibility: a device only ever receives cases its staff member may see
-//! ([`crate::store::projections::may_see`]); anything else is `not_found`, exactly as for a
+//! ([`crate::store::visibility`]); anything else is `not_found`, exactly as for a
 //! case that does not exist. A device that held a case and lost access may still upload the
 //! changes it made (nothing a counsellor logged is lost), and is then told to purge it.
 
@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc, ROOT};
-use chrono::{FixedOffset, NaiveDateTime, Utc};
+use chrono::{NaiveDateTime, Utc};
 use tsunagi_sync::document::keys;
 use tsunagi_sync::domain::Role;
 use tsunagi_sync::ids::{CaseId, CaseNumber, DeviceId, FiscalYear, MunicipalityCode, StaffId};
@@ -28,10 +28,12 @@ use tsunagi_sync::wire::{
     PurgeNotice, PurgeReason, SyncRequest, SyncResponse,
 };
 
+use crate::attention;
 use crate::store::audit;
 use crate::store::documents::{self, Sender};
-use crate::store::projections::{self, Viewer};
+use crate::store::projections;
 use crate::store::quarantine::{self, Quarantined};
+use crate::store::visibility::{self, Viewer};
 use crate::store::{Database, DbConnection, StoreError};
 
 /// At most this many changes for one case in one request (`too_large` above).
@@ -41,7 +43,7 @@ pub const MAX_CHANGES_PER_CASE: usize = 10_000;
 pub const ASSIGNED_BYTE_BUDGET: usize = 4 * 1024 * 1024;
 
 /// Who is syncing: an authenticated, active device and its staff member.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Requester {
     /// The staff member.
     pub staff: StaffId,
@@ -51,15 +53,25 @@ pub struct Requester {
     pub role: Role,
     /// The staff member's municipality.
     pub municipality: MunicipalityCode,
+    /// The staff member's area code, if any.
+    pub area: Option<String>,
 }
 
 impl Requester {
-    fn actor(&self) -> Actor {
+    /// The staff member and device as the validation rules see them.
+    pub fn actor(&self) -> Actor {
         Actor { staff: self.staff, device: self.device, role: self.role }
     }
 
-    fn viewer(&self) -> Viewer<'_> {
-        Viewer { staff: self.staff, role: self.role, municipality: &self.municipality }
+    /// The staff member as the visibility rule sees them.
+    pub fn viewer(&self) -> Viewer<'_> {
+        Viewer {
+            staff: self.staff,
+            role: self.role,
+            municipality: &self.municipality,
+            area: self.area.as_deref(),
+            today: visibility::today_in_japan(),
+        }
     }
 }
 
@@ -68,6 +80,7 @@ impl Requester {
 pub struct SyncEngine {
     db: Database,
     actor: ActorId,
+    assigned_byte_budget: usize,
 }
 
 /// The outcome of one case, before it becomes part of the response.
@@ -99,7 +112,17 @@ impl SyncEngine {
     /// An engine whose own changes (case numbers) are written with a fresh 16-byte actor id,
     /// which can never be mistaken for a device actor (those are longer).
     pub fn new(db: Database) -> Self {
-        Self { db, actor: ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice()) }
+        Self {
+            db,
+            actor: ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice()),
+            assigned_byte_budget: ASSIGNED_BYTE_BUDGET,
+        }
+    }
+
+    /// Sends newly visible documents up to about `bytes` per response (at least one).
+    pub fn with_assigned_byte_budget(mut self, bytes: usize) -> Self {
+        self.assigned_byte_budget = bytes.max(1);
+        self
     }
 
     /// Answers one sync request. Blocking: call it from a blocking thread.
@@ -128,7 +151,7 @@ impl SyncEngine {
                 Some(row) => Some(documents::load(conn, row)?),
                 None => None,
             };
-            let visible = row.is_some() && projections::may_see(conn, who.viewer(), &case)?;
+            let visible = row.is_some() && visibility::may_see(conn, who.viewer(), &case)?;
             let held = projections::device_held(conn, &who.device, &case)?;
             let not_found = CaseOutcome { result: DocumentResult::not_found(case), purge: None };
             match (&doc, visible || held) {
@@ -154,10 +177,21 @@ impl SyncEngine {
                 None => tx.upload(doc)?,
             };
             // Purge a case this device held but may no longer see, once its upload is in.
-            let now_visible = projections::may_see(conn, who.viewer(), &case)?;
+            let now_visible = visibility::may_see(conn, who.viewer(), &case)?;
             let purge = if !now_visible && projections::device_held(conn, &who.device, &case)? {
                 projections::device_released(conn, &who.device, &case)?;
-                Some(PurgeNotice { case_id: case, reason: PurgeReason::Unassigned })
+                // A meeting tablet sees cases only through its open meetings: whatever took
+                // this one away (the meeting ended or its day passed, the case or the tablet
+                // left it, consent was withdrawn), the meeting is over for this case.
+                let merged = projections::merged_into(conn, &case)?.is_some();
+                let reason = match who.role {
+                    _ if merged => PurgeReason::Merged,
+                    Role::MeetingTablet => PurgeReason::MeetingEnded,
+                    Role::Counsellor => PurgeReason::Unassigned,
+                    // A supervisor loses a case by area, consent or assignment: access ended.
+                    Role::Supervisor | Role::Administrator => PurgeReason::AccessEnded,
+                };
+                Some(PurgeNotice { case_id: case, reason })
             } else {
                 None
             };
@@ -175,21 +209,20 @@ impl SyncEngine {
         listed: &HashSet<CaseId>,
         response: &mut SyncResponse,
     ) -> Result<(), StoreError> {
-        let visible = self.db.read(|conn| projections::visible_cases(conn, who.viewer()))?;
+        let visible = self.db.read(|conn| visibility::visible_cases(conn, who.viewer()))?;
         let mut bytes = 0usize;
-        for id in visible {
-            let Ok(case) = CaseId::parse(&id) else { continue };
-            if listed.contains(&case) {
-                continue;
-            }
-            if bytes >= ASSIGNED_BYTE_BUDGET {
+        let unlisted: Vec<CaseId> =
+            visible.iter().filter_map(|id| CaseId::parse(id).ok()).filter(|c| !listed.contains(c)).collect();
+        for (index, case) in unlisted.iter().copied().enumerate() {
+            if bytes >= self.assigned_byte_budget {
                 response.more = true;
+                response.pending_assigned = u32::try_from(unlisted.len() - index).unwrap_or(u32::MAX);
                 break;
             }
             let at = now();
             let assigned = self.db.write(|conn| -> Result<Option<AssignedDocument>, StoreError> {
                 let Some(row) = documents::find(conn, &case)? else { return Ok(None) };
-                if !projections::may_see(conn, who.viewer(), &case)? {
+                if !visibility::may_see(conn, who.viewer(), &case)? {
                     return Ok(None);
                 }
                 let doc = documents::load(conn, &row)?;
@@ -298,7 +331,7 @@ impl CaseTx<'_> {
         let mut sent = HashSet::new();
         let mut fresh = Vec::new();
         for (index, bytes) in self.upload.changes.iter().enumerate() {
-            match Change::from_bytes(bytes.0.clone()) {
+            match validation::decode_change(bytes.0.clone()) {
                 Ok(change) => {
                     sent.insert(change.hash());
                     if doc.get_change_by_hash(&change.hash()).is_none() {
@@ -333,7 +366,8 @@ impl CaseTx<'_> {
         let before = doc.get_heads();
         let mut state = sync::State::new();
         let mut received = doc.clone();
-        if received.receive_sync_message(&mut state, message).is_err() {
+        let applied = validation::untrusted(|| received.receive_sync_message(&mut state, message));
+        if !matches!(applied, Ok(Ok(()))) {
             return self.settle(&doc, &[], corrupt("the sync message's changes do not decode".into()));
         }
         let mut current = doc;
@@ -389,8 +423,7 @@ impl CaseTx<'_> {
         documents::append_changes(self.conn, &case, &fresh, sender, at)?;
         if case_number_of(&after).is_none() {
             // First stored: the case number of this fiscal year (dates in Asia/Tokyo).
-            let jst = FixedOffset::east_opt(9 * 3600).ok_or_else(|| StoreError::Corrupt("offset".into()))?;
-            let fiscal_year = FiscalYear::containing(Utc::now().with_timezone(&jst).date_naive());
+            let fiscal_year = FiscalYear::of_instant(&Utc::now());
             let number = projections::next_case_number(self.conn, &who.municipality, fiscal_year)?;
             let heads = after.get_heads();
             after.set_actor(self.engine.actor.clone());
@@ -411,6 +444,21 @@ impl CaseTx<'_> {
             documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
         documents::update(self.conn, &row, &after, at)?;
         projections::project(self.conn, &view, at)?;
+        let since: Vec<ChangeHash> = self.upload.since.iter().map(|h| ChangeHash(h.0)).collect();
+        attention::check_batch(
+            self.conn,
+            &attention::Batch {
+                case: &case,
+                municipality: &who.municipality,
+                before,
+                after: &after,
+                view: &view,
+                since: &since,
+                staff: &who.staff,
+                role: who.role,
+                at,
+            },
+        )?;
         self.audit("sync.upload", &format!("{} change(s), {} before", fresh.len(), before.get_heads().len()))?;
         Ok(after)
     }
@@ -476,6 +524,7 @@ impl CaseTx<'_> {
                 upload: encode_cbor(self.upload),
             },
         )?;
+        attention::quarantined(self.conn, &who.municipality, &case, &id, &who.staff, code.as_str(), self.at)?;
         let codes: Vec<&str> = violations.iter().map(|v| v.code.as_str()).collect();
         self.audit("sync.refused", &format!("{} [{}] quarantine {id}", code.as_str(), codes.join(",")))?;
         tracing::info!(case = %case, code = code.as_str(), quarantine = %id, "upload refused");
@@ -608,6 +657,13 @@ fn refusal_message(code: DocumentErrorCode) -> String {
     }
     .to_owned()
 }
+
+mod decide;
+mod merge;
+mod on_behalf;
+pub use decide::{DecideError, Decision};
+pub use merge::{MergeError, Merged};
+pub use on_behalf::OnBehalfError;
 
 #[cfg(test)]
 mod tests;

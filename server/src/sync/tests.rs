@@ -54,6 +54,7 @@ fn staff(world: &World, role: Role) -> Requester {
         device: DeviceId::new_random(),
         role,
         municipality: MunicipalityCode::parse(MUNICIPALITY).unwrap(),
+        area: None,
     };
     world
         .database
@@ -171,7 +172,7 @@ on_both_backends!(
 fn two_phones_offline_on_one_case_converge_with_nothing_lost(backend: Backend) {
     let world = world(backend);
     let sato = staff(&world, Role::Counsellor);
-    let sato_tablet = Requester { device: DeviceId::new_random(), ..sato };
+    let sato_tablet = Requester { device: DeviceId::new_random(), ..sato.clone() };
     world
         .database
         .write(|c| -> Result<(), StoreError> {
@@ -183,7 +184,7 @@ fn two_phones_offline_on_one_case_converge_with_nothing_lost(backend: Backend) {
         })
         .unwrap();
     let ito = staff(&world, Role::Counsellor);
-    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    let mut a = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
     let shared = visit(&mut a.replica, 10, "インターホンに応答なし。");
     a.sync(&world);
     let case = a.replica.case_id().unwrap();
@@ -229,7 +230,7 @@ fn two_phones_offline_on_one_case_converge_with_nothing_lost(backend: Backend) {
 fn a_first_upload_gets_a_case_number_and_resending_is_a_no_op(backend: Backend) {
     let world = world(backend);
     let sato = staff(&world, Role::Counsellor);
-    let mut phone = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    let mut phone = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
     visit(&mut phone.replica, 10, "初回訪問");
     let upload = phone.upload();
     // The response is lost: the phone never hears it and sends the same batch again.
@@ -252,7 +253,7 @@ fn refused_uploads_change_nothing_and_are_quarantined(backend: Backend) {
     let world = world(backend);
     let sato = staff(&world, Role::Counsellor);
     let ito = staff(&world, Role::Counsellor);
-    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    let mut a = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
     let activity = visit(&mut a.replica, 10, "訪問");
     a.sync(&world);
     let case = a.replica.case_id().unwrap();
@@ -274,7 +275,7 @@ fn refused_uploads_change_nothing_and_are_quarantined(backend: Backend) {
     use automerge::{ReadDoc, ROOT};
     let activities = |d: &AutoCommit| d.get(ROOT, "activities").unwrap().unwrap().1;
     // A change written under another device's actor.
-    let foreign = attempt(&Requester { device: ito.device, ..sato }, &|d| {
+    let foreign = attempt(&Requester { device: ito.device, ..sato.clone() }, &|d| {
         d.set_actor(tsunagi_sync::actor::random_device_actor(&DeviceId::new_random()));
         d.put(ROOT, "status", "outreach").unwrap();
     });
@@ -324,7 +325,7 @@ fn refused_uploads_change_nothing_and_are_quarantined(backend: Backend) {
     assert_eq!(activity_rows(&world, &case), 1);
     // A meeting tablet may not write at all.
     let tablet = staff(&world, Role::MeetingTablet);
-    let mut t = Phone { who: tablet, replica: open_case(&sato), since: vec![] };
+    let mut t = Phone { who: tablet.clone(), replica: open_case(&sato), since: vec![] };
     t.replica = CaseReplica::from_doc(AutoCommit::load(&t.replica.save()).unwrap(), actor(&sato));
     let mut forged = AutoCommit::new().with_actor(tsunagi_sync::actor::random_device_actor(&tablet.device));
     forged.put(ROOT, "schema", 1).unwrap();
@@ -344,7 +345,7 @@ fn a_case_is_invisible_to_those_who_may_not_see_it(backend: Backend) {
     let other = staff(&world, Role::Counsellor);
     let supervisor = staff(&world, Role::Supervisor);
     let admin = staff(&world, Role::Administrator);
-    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    let mut a = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
     visit(&mut a.replica, 10, "訪問");
     a.sync(&world);
     let case = a.replica.case_id().unwrap();
@@ -369,13 +370,13 @@ fn an_ended_assignment_purges_the_case_after_its_upload(backend: Backend) {
     let world = world(backend);
     let sato = staff(&world, Role::Counsellor);
     let ito = staff(&world, Role::Counsellor);
-    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    let mut a = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
     a.sync(&world);
     let case = a.replica.case_id().unwrap();
     world.engine.assign(&case, &ito.staff, Assignment::Other, None).unwrap();
     let r = world.engine.sync(&ito, SyncRequest::new(None, vec![])).unwrap();
     let mut b = Phone {
-        who: ito,
+        who: ito.clone(),
         replica: CaseReplica::from_doc(AutoCommit::load(&r.assigned[0].document.0).unwrap(), actor(&ito)),
         since: r.assigned[0].heads.iter().map(|h| automerge::ChangeHash(h.0)).collect(),
     };
@@ -397,7 +398,7 @@ fn unknown_since_falls_back_to_the_automerge_sync_protocol(backend: Backend) {
     use automerge::sync::{self, SyncDoc};
     let world = world(backend);
     let sato = staff(&world, Role::Counsellor);
-    let mut a = Phone { who: sato, replica: open_case(&sato), since: vec![] };
+    let mut a = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
     visit(&mut a.replica, 9, "一回目");
     a.sync(&world);
     let case = a.replica.case_id().unwrap();
@@ -454,7 +455,7 @@ fn fifty_cases_from_two_server_instances_get_numbers_without_gap_or_duplicate() 
             let numbers = &numbers;
             scope.spawn(move || {
                 for _ in 0..10 {
-                    let mut phone = Phone { who: *who, replica: open_case(who), since: vec![] };
+                    let mut phone = Phone { who: who.clone(), replica: open_case(who), since: vec![] };
                     let upload = phone.upload();
                     let r = engine.sync(who, SyncRequest::new(None, vec![upload])).unwrap();
                     numbers.lock().unwrap().push(r.documents[0].case_number.unwrap().serial());

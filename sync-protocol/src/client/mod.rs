@@ -52,6 +52,9 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
+
+/// The HTTP method of [`SyncClient::send_json`].
+pub use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -440,6 +443,47 @@ impl SyncClient {
         self.auth(REFRESH_PATH, encode_json(&body), Retry::Unprocessed).await
     }
 
+    /// `GET` an endpoint of the supervisors' API (`docs/api.md`), e.g. `/v1/attention`, and
+    /// decode its JSON answer. Retried like a sync (the request changes nothing).
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, access_token: &str) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let answer = self
+            .send(|| self.http.get(&url).bearer_auth(access_token).header(ACCEPT, JSON_CONTENT_TYPE), Retry::Idempotent)
+            .await?;
+        answer.decode(Format::Json, |_, body| crate::wire::decode_json(body))
+    }
+
+    /// Sends a JSON body to an endpoint of the supervisors' API (`method` is `POST`, `PUT` or
+    /// `DELETE`) and decodes its JSON answer (`null` for an empty one). Retried only where the
+    /// server surely did not process it.
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        access_token: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        let url = self.url(path);
+        let bytes = body.to_string().into_bytes();
+        let answer = self
+            .send(
+                || {
+                    self.http
+                        .request(method.clone(), &url)
+                        .bearer_auth(access_token)
+                        .header(CONTENT_TYPE, JSON_CONTENT_TYPE)
+                        .header(ACCEPT, JSON_CONTENT_TYPE)
+                        .body(bytes.clone())
+                },
+                Retry::Unprocessed,
+            )
+            .await?;
+        if answer.body.is_empty() {
+            return answer.decode(Format::Json, |_, _| crate::wire::decode_json(b"null"));
+        }
+        answer.decode(Format::Json, |_, body| crate::wire::decode_json(body))
+    }
+
     /// Revokes the refresh token (`POST /v1/auth/logout`). Signing out twice is harmless.
     pub async fn logout(&self, refresh_token: &str) -> Result<(), ClientError> {
         let body = encode_json(&LogoutRequest { refresh_token: refresh_token.to_owned() });
@@ -499,6 +543,19 @@ impl SyncClient {
         session: &mut SyncSession,
         store: &mut ReplicaStore,
     ) -> Result<SyncReport, ClientError> {
+        self.sync_with_progress(access_token, session, store, |_| {}).await
+    }
+
+    /// [`SyncClient::sync`], calling `progress` after every round with that round's report
+    /// (for instance to show how many cases of a large first sync have arrived:
+    /// [`SyncReport::pending_assigned`] more are to come).
+    pub async fn sync_with_progress(
+        &self,
+        access_token: &str,
+        session: &mut SyncSession,
+        store: &mut ReplicaStore,
+        mut progress: impl FnMut(&SyncReport),
+    ) -> Result<SyncReport, ClientError> {
         let url = self.url(SYNC_PATH);
         let mut report = SyncReport::default();
         for _ in 0..self.max_rounds {
@@ -528,6 +585,7 @@ impl SyncClient {
             };
             let response = answer.decode(answer_format(&answer.headers, Format::Cbor), SyncResponse::decode)?;
             let round = session.apply_response(store, &sent, response, chrono::Utc::now())?;
+            progress(&round);
             report.absorb(round);
             if !report.sync_again() {
                 break;

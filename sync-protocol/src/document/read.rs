@@ -8,10 +8,15 @@ use chrono::{DateTime, FixedOffset, NaiveDate};
 
 use super::keys as k;
 use super::view::*;
-use super::{parse_date, parse_instant, Limits, SCHEMA_VERSION};
+use super::{parse_date, parse_heads, parse_instant, Limits, SCHEMA_VERSION};
 use crate::actor::device_of_actor;
-use crate::domain::{ActivityKind, CaseStatus, ConcernTag, ConsentState, LetterItem, UnknownKey, VisitOutcome};
-use crate::ids::{ActivityId, CaseId, DeviceId, PersonId, ReviewId, StaffId};
+use crate::domain::catalogue::Catalogue;
+use crate::domain::{
+    ActivityKind, CaseStatus, ConcernTag, ConsentState, LetterItem, ObservedChange, UnknownKey, VisitOutcome,
+};
+use crate::ids::{
+    ActivityId, CaseId, DecisionId, DeviceId, EvaluationId, PersonId, PlanActionId, PlanId, ReviewId, StaffId,
+};
 use crate::validation::{Violation, ViolationCode as Code};
 
 /// What [`read_case`] found: the view (absent only when the document does not even say which
@@ -71,6 +76,55 @@ const ACTIVITY_COMMON_KEYS: &[&str] = &[
     k::NARRATIVE,
     k::VOIDED,
 ];
+
+const PLAN_KEYS: &[&str] =
+    &[k::ROUND, k::AUTHOR, k::DRAFTED_ON, k::ISSUES, k::GOALS, k::ACTIONS, k::PERIOD_UNTIL, k::NEXT_MONITORING_ON];
+const PLAN_ACTION_KEYS: &[&str] = &[k::WHO, k::WHAT, k::FREQUENCY, k::DURATION];
+const EVALUATION_KEYS: &[&str] = &[
+    k::ROUND,
+    k::EVALUATOR,
+    k::EVALUATED_ON,
+    k::GOAL_ATTAINMENT,
+    k::OBSERVED_CHANGES,
+    k::OBSERVED_OTHER,
+    k::SITUATION,
+    k::WISH,
+    k::STAFF_OPINION,
+];
+const DECISION_KEYS: &[&str] = &[
+    k::MEETING_ON,
+    k::VERDICT,
+    k::REFERRED_ON,
+    k::DECIDED_ON,
+    k::NOTES,
+    k::REFERRAL_DESTINATIONS,
+    k::REFERRAL_OTHER,
+    k::PAST_CONSULTATIONS,
+    k::PAST_OTHER,
+    k::REMARKS,
+    k::RECORDED_BY,
+];
+
+/// The catalogue whose referral destination keys decisions may hold: the default one of
+/// `DOMAIN.md` (see [`crate::domain::catalogue`]).
+fn referral_catalogue() -> &'static Catalogue {
+    static CATALOGUE: std::sync::OnceLock<Catalogue> = std::sync::OnceLock::new();
+    CATALOGUE.get_or_init(Catalogue::default)
+}
+
+/// Parses a member of a decision's `referral_destinations` or `past_consultations`: a referral
+/// destination key of the catalogue other than `other` (whose free text has a field of its own,
+/// `other_field`).
+fn destination_key(key: &str, other_field: &str) -> Result<String, String> {
+    if key == k::OTHER {
+        return Err(format!("その他 is written as the text of `{other_field}`, not as a member"));
+    }
+    if referral_catalogue().is_destination(key) {
+        Ok(key.to_owned())
+    } else {
+        Err(format!("{:?} is not a referral destination of the catalogue", key.chars().take(64).collect::<String>()))
+    }
+}
 
 /// The keys an activity of `kind` may hold besides the common ones.
 pub(crate) fn activity_kind_keys(kind: ActivityKind) -> &'static [&'static str] {
@@ -263,6 +317,39 @@ impl<'d, D: ReadDoc> Reader<'d, D> {
         self.parsed(obj, key, path, required, Code::InvalidDate, |s| {
             parse_instant(s).ok_or("expected an RFC 3339 instant with offset, e.g. 2026-11-04T10:30:00+09:00")
         })
+    }
+
+    /// An integer in `min..=max`.
+    fn integer(&mut self, obj: &ObjId, key: &str, path: &str, min: i64, max: i64) -> Option<i64> {
+        let path = child(path, key);
+        let value = match self.scalar(obj, key, &path) {
+            None => {
+                if !self.has(obj, key) {
+                    self.issue(Code::MissingField, &path, "required");
+                }
+                return None;
+            }
+            Some(ScalarValue::Int(i)) => i,
+            Some(ScalarValue::Uint(u)) => i64::try_from(u).unwrap_or(i64::MAX),
+            Some(_) => {
+                self.issue(Code::WrongType, &path, "expected an integer");
+                return None;
+            }
+        };
+        if !(min..=max).contains(&value) {
+            self.issue(Code::Inconsistent, &path, format!("{value} is outside {min}..={max}"));
+            return None;
+        }
+        Some(value)
+    }
+
+    /// The free text of a その他 entry: absent, or a non-blank short text.
+    fn other_text(&mut self, obj: &ObjId, key: &str, path: &str) -> Option<String> {
+        if self.has(obj, key) {
+            self.short_text(obj, key, path, true)
+        } else {
+            None
+        }
     }
 
     fn boolean(&mut self, obj: &ObjId, key: &str, path: &str) -> Option<bool> {
@@ -499,8 +586,31 @@ impl<'d, D: ReadDoc> Reader<'d, D> {
                 }
             }
         }
-        for key in [k::PLANS, k::EVALUATIONS, k::DECISIONS] {
-            self.object(&root, key, p, ObjType::Map, true);
+        let mut plans = BTreeMap::new();
+        if let Some(obj) = self.object(&root, k::PLANS, p, ObjType::Map, true) {
+            for (id, plan, path) in self.entities::<PlanId>(&obj, "/plans", self.limits.forms) {
+                if let Some(plan) = self.plan(id, &plan, &path) {
+                    plans.insert(id, plan);
+                }
+            }
+        }
+
+        let mut evaluations = BTreeMap::new();
+        if let Some(obj) = self.object(&root, k::EVALUATIONS, p, ObjType::Map, true) {
+            for (id, evaluation, path) in self.entities::<EvaluationId>(&obj, "/evaluations", self.limits.forms) {
+                if let Some(evaluation) = self.evaluation(id, &evaluation, &path) {
+                    evaluations.insert(id, evaluation);
+                }
+            }
+        }
+
+        let mut decisions = BTreeMap::new();
+        if let Some(obj) = self.object(&root, k::DECISIONS, p, ObjType::Map, true) {
+            for (id, decision, path) in self.entities::<DecisionId>(&obj, "/decisions", self.limits.forms) {
+                if let Some(decision) = self.decision(id, &decision, &path) {
+                    decisions.insert(id, decision);
+                }
+            }
         }
 
         Some(CaseView {
@@ -517,7 +627,140 @@ impl<'d, D: ReadDoc> Reader<'d, D> {
             household,
             activities,
             reviews,
+            plans,
+            evaluations,
+            decisions,
             conflicts: Vec::new(),
+        })
+    }
+
+    /// A form's `round`: an integer from 1 to the number of forms a case may hold.
+    fn round(&mut self, obj: &ObjId, path: &str) -> Option<u32> {
+        let max = i64::try_from(self.limits.forms).unwrap_or(i64::MAX);
+        self.integer(obj, k::ROUND, path, 1, max).and_then(|r| u32::try_from(r).ok())
+    }
+
+    fn plan(&mut self, id: PlanId, obj: &ObjId, path: &str) -> Option<Plan> {
+        self.unknown_keys(obj, path, &[PLAN_KEYS]);
+        let round = self.round(obj, path);
+        let author = self.id::<StaffId>(obj, k::AUTHOR, path, true);
+        let drafted_on = self.date(obj, k::DRAFTED_ON, path, true);
+        let long = self.limits.long_text_chars;
+        let issues = self.text(obj, k::ISSUES, path, long);
+        let goals = self.text(obj, k::GOALS, path, long);
+        let mut actions = BTreeMap::new();
+        if let Some(map) = self.object(obj, k::ACTIONS, path, ObjType::Map, true) {
+            let apath = child(path, k::ACTIONS);
+            for (action_id, row, row_path) in self.entities::<PlanActionId>(&map, &apath, self.limits.plan_actions) {
+                if let Some(action) = self.plan_action(action_id, &row, &row_path) {
+                    actions.insert(action_id, action);
+                }
+            }
+        }
+        let period_until = self.date(obj, k::PERIOD_UNTIL, path, false);
+        let next_monitoring_on = self.date(obj, k::NEXT_MONITORING_ON, path, false);
+        if let (Some(drafted), Some(until)) = (drafted_on, period_until) {
+            if until < drafted {
+                self.issue(Code::Inconsistent, &child(path, k::PERIOD_UNTIL), "the plan period ends before the plan");
+            }
+        }
+        Some(Plan {
+            id,
+            round: round?,
+            author: author?,
+            drafted_on: drafted_on?,
+            issues,
+            goals,
+            actions,
+            period_until,
+            next_monitoring_on,
+        })
+    }
+
+    fn plan_action(&mut self, id: PlanActionId, obj: &ObjId, path: &str) -> Option<PlanAction> {
+        self.unknown_keys(obj, path, &[PLAN_ACTION_KEYS]);
+        let who = self.short_text(obj, k::WHO, path, true);
+        let what = self.short_text(obj, k::WHAT, path, true);
+        let frequency = self.short_text(obj, k::FREQUENCY, path, false).unwrap_or_default();
+        let duration = self.short_text(obj, k::DURATION, path, false).unwrap_or_default();
+        Some(PlanAction { id, who: who?, what: what?, frequency, duration })
+    }
+
+    fn evaluation(&mut self, id: EvaluationId, obj: &ObjId, path: &str) -> Option<Evaluation> {
+        self.unknown_keys(obj, path, &[EVALUATION_KEYS]);
+        let round = self.round(obj, path);
+        let evaluator = self.id::<StaffId>(obj, k::EVALUATOR, path, true);
+        let evaluated_on = self.date(obj, k::EVALUATED_ON, path, true);
+        let long = self.limits.long_text_chars;
+        let goal_attainment = self.text(obj, k::GOAL_ATTAINMENT, path, long);
+        let observed_changes =
+            self.set(obj, k::OBSERVED_CHANGES, path, Code::InvalidEnum, |key| match ObservedChange::from_key(key) {
+                Ok(ObservedChange::Other) => {
+                    Err(format!("その他 is written as the text of `{}`, not as a member", k::OBSERVED_OTHER))
+                }
+                Ok(change) => Ok(change),
+                Err(e) => Err(e.to_string()),
+            });
+        let observed_other = self.other_text(obj, k::OBSERVED_OTHER, path);
+        let situation = self.text(obj, k::SITUATION, path, long);
+        let wish = self.enum_(obj, k::WISH, path, false);
+        let staff_opinion = self.text(obj, k::STAFF_OPINION, path, long);
+        Some(Evaluation {
+            id,
+            round: round?,
+            evaluator: evaluator?,
+            evaluated_on: evaluated_on?,
+            goal_attainment,
+            observed_changes,
+            observed_other,
+            situation,
+            wish,
+            staff_opinion,
+        })
+    }
+
+    fn decision(&mut self, id: DecisionId, obj: &ObjId, path: &str) -> Option<Decision> {
+        self.unknown_keys(obj, path, &[DECISION_KEYS]);
+        let meeting_on = self.date(obj, k::MEETING_ON, path, true);
+        let verdict = self.enum_(obj, k::VERDICT, path, true);
+        let referred_on = self.boolean(obj, k::REFERRED_ON, path).unwrap_or(false);
+        let decided_on = self.date(obj, k::DECIDED_ON, path, true);
+        let long = self.limits.long_text_chars;
+        let notes = self.text(obj, k::NOTES, path, long);
+        let referral_destinations = self
+            .set(obj, k::REFERRAL_DESTINATIONS, path, Code::InvalidEnum, |key| destination_key(key, k::REFERRAL_OTHER));
+        let referral_other = self.other_text(obj, k::REFERRAL_OTHER, path);
+        let past_consultations =
+            self.set(obj, k::PAST_CONSULTATIONS, path, Code::InvalidEnum, |key| destination_key(key, k::PAST_OTHER));
+        let past_other = self.other_text(obj, k::PAST_OTHER, path);
+        let remarks = self.text(obj, k::REMARKS, path, long);
+        let recorded_by = self.id::<StaffId>(obj, k::RECORDED_BY, path, true);
+        // Any destination written counts here; one that does not read (an unknown key, a
+        // blank `referral_other`) is refused on its own.
+        let members = match self.doc.get(obj, k::REFERRAL_DESTINATIONS) {
+            Ok(Some((Value::Object(ObjType::Map), set))) => self.doc.keys(&set).count(),
+            _ => 0,
+        };
+        if referred_on && members == 0 && !self.has(obj, k::REFERRAL_OTHER) {
+            self.issue(
+                Code::ReferralWithoutDestination,
+                &child(path, k::REFERRAL_DESTINATIONS),
+                "a decision that refers the person on names at least one destination (a catalogue key or `referral_other`)",
+            );
+        }
+        Some(Decision {
+            id,
+            meeting_on: meeting_on?,
+            verdict: verdict?,
+            referred_on,
+            decided_on: decided_on?,
+            notes,
+            referral_destinations,
+            referral_other,
+            past_consultations,
+            past_other,
+            remarks,
+            recorded_by: recorded_by?,
         })
     }
 
@@ -674,7 +917,7 @@ impl<'d, D: ReadDoc> Reader<'d, D> {
         path: &str,
         activities: &BTreeMap<ActivityId, Activity>,
     ) -> Option<Review> {
-        self.unknown_keys(obj, path, &[&[k::ACTIVITY_ID, k::BY, k::AT, k::COMMENT]]);
+        self.unknown_keys(obj, path, &[&[k::ACTIVITY_ID, k::BY, k::AT, k::COMMENT, k::HEADS]]);
         let activity_id = self.id::<ActivityId>(obj, k::ACTIVITY_ID, path, true);
         if let Some(a) = activity_id {
             if !activities.contains_key(&a) {
@@ -688,6 +931,8 @@ impl<'d, D: ReadDoc> Reader<'d, D> {
         let by = self.id(obj, k::BY, path, true);
         let at = self.instant(obj, k::AT, path, true);
         let comment = self.text(obj, k::COMMENT, path, self.limits.long_text_chars);
-        Some(Review { id, activity_id: activity_id?, by: by?, at: at?, comment })
+        // Optional: reviews written before heads were recorded have none.
+        let heads = self.parsed(obj, k::HEADS, path, false, Code::InvalidId, parse_heads).unwrap_or_default();
+        Some(Review { id, activity_id: activity_id?, by: by?, at: at?, comment, heads })
     }
 }

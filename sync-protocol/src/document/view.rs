@@ -2,14 +2,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use automerge::ChangeHash;
 use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde::Serialize;
 
 use crate::domain::{
     ActivityKind, CaseStatus, ConcernTag, ConsentMethod, ConsentState, ConsultationMode, ConsultationTopic,
-    ContactChannel, ContactOutcome, LetterItem, LetterPlace, Place, Relation, SexKind, VisitOutcome,
+    ContactChannel, ContactOutcome, LetterItem, LetterPlace, ObservedChange, PersonWish, Place, PlanVerdict, Relation,
+    SexKind, VisitOutcome,
 };
-use crate::ids::{ActivityId, CaseId, CaseNumber, DeviceId, MunicipalityCode, PersonId, ReviewId, StaffId};
+use crate::ids::{
+    ActivityId, CaseId, CaseNumber, DecisionId, DeviceId, EvaluationId, MunicipalityCode, PersonId, PlanActionId,
+    PlanId, ReviewId, StaffId,
+};
 
 /// A case as a counsellor or supervisor reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,6 +45,12 @@ pub struct CaseView {
     pub activities: BTreeMap<ActivityId, Activity>,
     /// Supervisors' reviews of activities.
     pub reviews: BTreeMap<ReviewId, Review>,
+    /// Support plans (様式第1号).
+    pub plans: BTreeMap<PlanId, Plan>,
+    /// Evaluations (様式第2号).
+    pub evaluations: BTreeMap<EvaluationId, Evaluation>,
+    /// Meeting decisions (様式第2-2号).
+    pub decisions: BTreeMap<DecisionId, Decision>,
     /// Every register where Automerge holds concurrent values, for a supervisor to settle.
     pub conflicts: Vec<Conflict>,
 }
@@ -62,6 +73,32 @@ impl CaseView {
         let mut all: Vec<&Review> = self.reviews.values().filter(|r| &r.activity_id == activity).collect();
         all.sort_by_key(|r| (r.at, r.id));
         all
+    }
+
+    /// Plans by round, then date drafted (then id, for a stable order).
+    pub fn plans_by_round(&self) -> Vec<&Plan> {
+        let mut all: Vec<&Plan> = self.plans.values().collect();
+        all.sort_by_key(|p| (p.round, p.drafted_on, p.id));
+        all
+    }
+
+    /// Evaluations by round, then date (then id).
+    pub fn evaluations_by_round(&self) -> Vec<&Evaluation> {
+        let mut all: Vec<&Evaluation> = self.evaluations.values().collect();
+        all.sort_by_key(|e| (e.round, e.evaluated_on, e.id));
+        all
+    }
+
+    /// Decisions in the order they were taken (then by id).
+    pub fn decisions_by_date(&self) -> Vec<&Decision> {
+        let mut all: Vec<&Decision> = self.decisions.values().collect();
+        all.sort_by_key(|d| (d.decided_on, d.meeting_on, d.id));
+        all
+    }
+
+    /// Whether a meeting decided to close the case (what closing it requires).
+    pub fn has_closing_decision(&self) -> bool {
+        self.decisions.values().any(|d| d.verdict == PlanVerdict::Close)
     }
 }
 
@@ -298,6 +335,9 @@ pub struct Review {
     pub at: DateTime<FixedOffset>,
     /// The comment (may be empty: a plain 確認).
     pub comment: String,
+    /// The document heads its author saw when writing it, sorted (hex strings in JSON).
+    /// Empty for a review written without them (before tsunagi recorded them).
+    pub heads: Vec<ChangeHash>,
 }
 
 /// A register where Automerge keeps concurrent values: nothing was lost, and a supervisor
@@ -319,4 +359,119 @@ pub struct ConflictValue {
     pub actor: String,
     /// The device that wrote it, when the actor is a device actor.
     pub device_id: Option<DeviceId>,
+}
+
+/// A support plan (様式第1号 アウトリーチ等を通じた継続的支援事業のプラン).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The plan's id.
+    pub id: PlanId,
+    /// プラン N 回目 (from 1).
+    pub round: u32,
+    /// Who drafted it (主担当者): the staff member who added the plan.
+    pub author: StaffId,
+    /// The date of the plan.
+    pub drafted_on: NaiveDate,
+    /// 解決したい課題.
+    pub issues: String,
+    /// 支援目標.
+    pub goals: String,
+    /// The rows of who does what, how often, for how long.
+    pub actions: BTreeMap<PlanActionId, PlanAction>,
+    /// The end of the plan period.
+    pub period_until: Option<NaiveDate>,
+    /// 次回モニタリング時期.
+    pub next_monitoring_on: Option<NaiveDate>,
+}
+
+/// One row of a plan's actions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanAction {
+    /// The row's id.
+    pub id: PlanActionId,
+    /// Who: the person, the family, or which agency.
+    pub who: String,
+    /// What.
+    pub what: String,
+    /// How often (may be empty).
+    pub frequency: String,
+    /// For how long (may be empty).
+    pub duration: String,
+}
+
+/// An evaluation (様式第2号 評価シート).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evaluation {
+    /// The evaluation's id.
+    pub id: EvaluationId,
+    /// The evaluation round (from 1).
+    pub round: u32,
+    /// Who evaluated: the staff member who added the evaluation.
+    pub evaluator: StaffId,
+    /// The date of the evaluation.
+    pub evaluated_on: NaiveDate,
+    /// How far the support goals were attained.
+    pub goal_attainment: String,
+    /// 見られた変化: the listed changes (never [`ObservedChange::Other`]: that one is
+    /// `observed_other`).
+    pub observed_changes: BTreeSet<ObservedChange>,
+    /// The free text of the その他 change, if checked.
+    pub observed_other: Option<String>,
+    /// The current situation and the issues that remain.
+    pub situation: String,
+    /// The person's wish: to close, or to continue.
+    pub wish: Option<PersonWish>,
+    /// The staff member's opinion.
+    pub staff_opinion: String,
+}
+
+impl Evaluation {
+    /// Every change checked on the form, [`ObservedChange::Other`] included when
+    /// `observed_other` is set.
+    pub fn checked_changes(&self) -> BTreeSet<ObservedChange> {
+        let mut all = self.observed_changes.clone();
+        if self.observed_other.is_some() {
+            all.insert(ObservedChange::Other);
+        }
+        all
+    }
+}
+
+/// A meeting decision (様式第2-2号, at the 重層的支援会議).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The decision's id.
+    pub id: DecisionId,
+    /// The date of the meeting.
+    pub meeting_on: NaiveDate,
+    /// The verdict on the plan.
+    pub verdict: PlanVerdict,
+    /// For a close: whether the person was referred on to (and is already connected with)
+    /// other agencies.
+    pub referred_on: bool,
+    /// The date of the decision.
+    pub decided_on: NaiveDate,
+    /// Notes for after closing, or for the next plan.
+    pub notes: String,
+    /// つなぎ先: referral destination keys of the catalogue (never `other`: that one is
+    /// `referral_other`).
+    pub referral_destinations: BTreeSet<String>,
+    /// The free text of the その他 destination, if checked.
+    pub referral_other: Option<String>,
+    /// 相談歴: agencies consulted before, catalogue keys (never `other`: that one is
+    /// `past_other`).
+    pub past_consultations: BTreeSet<String>,
+    /// The free text of the その他 past consultation, if checked.
+    pub past_other: Option<String>,
+    /// Remarks.
+    pub remarks: String,
+    /// The supervisor who recorded the decision.
+    pub recorded_by: StaffId,
+}
+
+impl Decision {
+    /// Whether the decision names somewhere the person was referred to.
+    pub fn has_destination(&self) -> bool {
+        !self.referral_destinations.is_empty() || self.referral_other.is_some()
+    }
 }

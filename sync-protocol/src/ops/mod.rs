@@ -11,18 +11,32 @@
 //! Narratives and notes are Automerge `Text`: [`CaseReplica::amend_narrative`] turns the new
 //! text into character-level edits, so two people amending the same narrative offline both
 //! keep their words after merging.
+//!
+//! The three forms: [`CaseReplica::add_plan`] (様式第1号, with [`CaseReplica::add_plan_action`]
+//! for later rows), [`CaseReplica::add_evaluation`] (様式第2号) and
+//! [`CaseReplica::record_decision`] (様式第2-2号, supervisors only), each built with its
+//! `New…` builder; [`CaseReplica::amend_form_text`] amends their free texts. Closing a case
+//! ([`CaseReplica::set_status`] with `closed`) needs a decision to close it first.
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, AutoCommit, AutomergeError, Change, ChangeHash, ObjId, ObjType, ReadDoc, Value, ROOT};
 use chrono::{DateTime, FixedOffset, NaiveDate};
 
 use crate::actor::random_device_actor;
+use std::collections::BTreeSet;
+
 use crate::document::{
-    format_date, format_instant, keys as k, read_case, ActivityDetails, CaseView, Limits, ReferralSource, Sex,
-    SCHEMA_VERSION,
+    format_date, format_heads, format_instant, keys as k, read_case, ActivityDetails, CaseView, Limits, ReferralSource,
+    Sex, SCHEMA_VERSION,
 };
-use crate::domain::{CaseStatus, ConcernTag, ConsentMethod, ConsentState, Place, Relation, Role, VisitOutcome};
-use crate::ids::{ActivityId, CaseId, MunicipalityCode, PersonId, ReviewId, StaffId};
+use crate::domain::catalogue::Catalogue;
+use crate::domain::{
+    CaseStatus, ConcernTag, ConsentMethod, ConsentState, ObservedChange, PersonWish, Place, PlanVerdict, Relation,
+    Role, VisitOutcome,
+};
+use crate::ids::{
+    ActivityId, CaseId, DecisionId, EvaluationId, MunicipalityCode, PersonId, PlanActionId, PlanId, ReviewId, StaffId,
+};
 use crate::validation::Actor;
 
 /// Why a field operation was not performed. The document is unchanged.
@@ -72,15 +86,38 @@ pub enum OpError {
     /// The activity was voided already; a void is final.
     #[error("activity {0} is already voided")]
     AlreadyVoided(ActivityId),
+    /// No such plan in this case.
+    #[error("this case has no plan {0}")]
+    UnknownPlan(PlanId),
+    /// No such evaluation in this case.
+    #[error("this case has no evaluation {0}")]
+    UnknownEvaluation(EvaluationId),
+    /// No such meeting decision in this case.
+    #[error("this case has no meeting decision {0}")]
+    UnknownDecision(DecisionId),
+    /// A referral destination key that is not in the catalogue (or `other`, whose free text
+    /// has a field of its own).
+    #[error("{0:?} is not a referral destination of the catalogue")]
+    UnknownDestination(String),
+    /// Closing a case requires a meeting decision with the verdict `close`.
+    #[error("closing a case requires a meeting decision to close it")]
+    ClosingWithoutDecision,
     /// The document is not a readable case.
     #[error("not a readable case document: {0}")]
     NotACase(String),
     /// The bytes are not an Automerge document.
     #[error("cannot load the case document: {0}")]
-    Load(AutomergeError),
-    /// Automerge refused an operation (a bug if it ever happens).
+    Load(Box<AutomergeError>),
+    /// Automerge refused an operation (a bug if it ever happens). Boxed: Automerge's error
+    /// is large, and every operation returns this type.
     #[error("automerge: {0}")]
-    Automerge(#[from] AutomergeError),
+    Automerge(Box<AutomergeError>),
+}
+
+impl From<AutomergeError> for OpError {
+    fn from(e: AutomergeError) -> Self {
+        OpError::Automerge(Box::new(e))
+    }
 }
 
 /// What a new case starts with.
@@ -224,6 +261,327 @@ impl NewActivity {
     }
 }
 
+/// A support plan to add (様式第1号). Its author is the actor adding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPlan {
+    /// The id (fresh by default; a retried add with the same id is the same plan).
+    pub id: PlanId,
+    /// プラン N 回目, from 1.
+    pub round: u32,
+    /// The date of the plan.
+    pub drafted_on: NaiveDate,
+    /// 解決したい課題.
+    pub issues: String,
+    /// 支援目標.
+    pub goals: String,
+    /// The action rows.
+    pub actions: Vec<NewPlanAction>,
+    /// The end of the plan period.
+    pub period_until: Option<NaiveDate>,
+    /// 次回モニタリング時期.
+    pub next_monitoring_on: Option<NaiveDate>,
+}
+
+impl NewPlan {
+    /// A plan of `round` with a fresh id, dated `drafted_on`, with empty texts and no actions.
+    pub fn new(round: u32, drafted_on: NaiveDate) -> Self {
+        Self {
+            id: PlanId::new_random(),
+            round,
+            drafted_on,
+            issues: String::new(),
+            goals: String::new(),
+            actions: Vec::new(),
+            period_until: None,
+            next_monitoring_on: None,
+        }
+    }
+
+    /// Sets the issues to solve (解決したい課題).
+    pub fn with_issues(mut self, issues: impl Into<String>) -> Self {
+        self.issues = issues.into();
+        self
+    }
+
+    /// Sets the support goals (支援目標).
+    pub fn with_goals(mut self, goals: impl Into<String>) -> Self {
+        self.goals = goals.into();
+        self
+    }
+
+    /// Adds an action row.
+    pub fn with_action(mut self, action: NewPlanAction) -> Self {
+        self.actions.push(action);
+        self
+    }
+
+    /// Sets the end of the plan period.
+    pub fn until(mut self, period_until: NaiveDate) -> Self {
+        self.period_until = Some(period_until);
+        self
+    }
+
+    /// Sets the next monitoring date (次回モニタリング時期).
+    pub fn with_next_monitoring(mut self, on: NaiveDate) -> Self {
+        self.next_monitoring_on = Some(on);
+        self
+    }
+}
+
+/// A row of a plan's actions: who does what, how often, for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPlanAction {
+    /// The id (fresh by default; a retried add with the same id is the same row).
+    pub id: PlanActionId,
+    /// Who: the person, the family, or which agency (required).
+    pub who: String,
+    /// What (required).
+    pub what: String,
+    /// How often (empty: not said).
+    pub frequency: String,
+    /// For how long (empty: not said).
+    pub duration: String,
+}
+
+impl NewPlanAction {
+    /// A row with a fresh id saying who does what.
+    pub fn new(who: impl Into<String>, what: impl Into<String>) -> Self {
+        Self {
+            id: PlanActionId::new_random(),
+            who: who.into(),
+            what: what.into(),
+            frequency: String::new(),
+            duration: String::new(),
+        }
+    }
+
+    /// Sets how often.
+    pub fn with_frequency(mut self, frequency: impl Into<String>) -> Self {
+        self.frequency = frequency.into();
+        self
+    }
+
+    /// Sets for how long.
+    pub fn with_duration(mut self, duration: impl Into<String>) -> Self {
+        self.duration = duration.into();
+        self
+    }
+}
+
+/// An evaluation to add (様式第2号). Its evaluator is the actor adding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvaluation {
+    /// The id (fresh by default; a retried add with the same id is the same evaluation).
+    pub id: EvaluationId,
+    /// The evaluation round, from 1.
+    pub round: u32,
+    /// The date of the evaluation.
+    pub evaluated_on: NaiveDate,
+    /// How far the goals were attained.
+    pub goal_attainment: String,
+    /// 見られた変化 (listed ones; [`ObservedChange::Other`] is ignored here — use
+    /// `observed_other`).
+    pub observed_changes: BTreeSet<ObservedChange>,
+    /// The free text of the その他 change.
+    pub observed_other: Option<String>,
+    /// The current situation and the issues that remain.
+    pub situation: String,
+    /// The person's wish.
+    pub wish: Option<PersonWish>,
+    /// The staff member's opinion.
+    pub staff_opinion: String,
+}
+
+impl NewEvaluation {
+    /// An evaluation of `round` with a fresh id, dated `evaluated_on`, with nothing else.
+    pub fn new(round: u32, evaluated_on: NaiveDate) -> Self {
+        Self {
+            id: EvaluationId::new_random(),
+            round,
+            evaluated_on,
+            goal_attainment: String::new(),
+            observed_changes: BTreeSet::new(),
+            observed_other: None,
+            situation: String::new(),
+            wish: None,
+            staff_opinion: String::new(),
+        }
+    }
+
+    /// Sets how far the goals were attained.
+    pub fn with_goal_attainment(mut self, text: impl Into<String>) -> Self {
+        self.goal_attainment = text.into();
+        self
+    }
+
+    /// Checks an observed change.
+    pub fn with_change(mut self, change: ObservedChange) -> Self {
+        self.observed_changes.insert(change);
+        self
+    }
+
+    /// Checks その他 with its text.
+    pub fn with_other_change(mut self, text: impl Into<String>) -> Self {
+        self.observed_other = Some(text.into());
+        self
+    }
+
+    /// Sets the current situation and remaining issues.
+    pub fn with_situation(mut self, text: impl Into<String>) -> Self {
+        self.situation = text.into();
+        self
+    }
+
+    /// Sets the person's wish.
+    pub fn with_wish(mut self, wish: PersonWish) -> Self {
+        self.wish = Some(wish);
+        self
+    }
+
+    /// Sets the staff member's opinion.
+    pub fn with_staff_opinion(mut self, text: impl Into<String>) -> Self {
+        self.staff_opinion = text.into();
+        self
+    }
+}
+
+/// A meeting decision to record (様式第2-2号). Its recorder is the supervisor recording it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDecision {
+    /// The id (fresh by default; a retried record with the same id is the same decision).
+    pub id: DecisionId,
+    /// The date of the meeting.
+    pub meeting_on: NaiveDate,
+    /// The verdict on the plan.
+    pub verdict: PlanVerdict,
+    /// For a close: whether the person was referred on (requires a destination).
+    pub referred_on: bool,
+    /// The date of the decision.
+    pub decided_on: NaiveDate,
+    /// Notes for after closing, or for the next plan.
+    pub notes: String,
+    /// つなぎ先: referral destination keys of the catalogue.
+    pub referral_destinations: BTreeSet<String>,
+    /// The free text of the その他 destination.
+    pub referral_other: Option<String>,
+    /// 相談歴: catalogue keys of agencies consulted before.
+    pub past_consultations: BTreeSet<String>,
+    /// The free text of the その他 past consultation.
+    pub past_other: Option<String>,
+    /// Remarks.
+    pub remarks: String,
+}
+
+impl NewDecision {
+    /// A decision with a fresh id, taken at the meeting of `meeting_on` and dated that day,
+    /// referring nobody on.
+    pub fn new(meeting_on: NaiveDate, verdict: PlanVerdict) -> Self {
+        Self {
+            id: DecisionId::new_random(),
+            meeting_on,
+            verdict,
+            referred_on: false,
+            decided_on: meeting_on,
+            notes: String::new(),
+            referral_destinations: BTreeSet::new(),
+            referral_other: None,
+            past_consultations: BTreeSet::new(),
+            past_other: None,
+            remarks: String::new(),
+        }
+    }
+
+    /// Sets the decision date (by default the meeting's).
+    pub fn decided(mut self, on: NaiveDate) -> Self {
+        self.decided_on = on;
+        self
+    }
+
+    /// Records that the person was referred on to these catalogue destinations.
+    pub fn referred_to<I: IntoIterator<Item = S>, S: Into<String>>(mut self, destinations: I) -> Self {
+        self.referred_on = true;
+        self.referral_destinations.extend(destinations.into_iter().map(Into::into));
+        self
+    }
+
+    /// Records that the person was referred on to a destination the catalogue does not list
+    /// (その他, free text).
+    pub fn referred_to_other(mut self, text: impl Into<String>) -> Self {
+        self.referred_on = true;
+        self.referral_other = Some(text.into());
+        self
+    }
+
+    /// Adds agencies consulted before (相談歴), catalogue keys.
+    pub fn consulted_before<I: IntoIterator<Item = S>, S: Into<String>>(mut self, destinations: I) -> Self {
+        self.past_consultations.extend(destinations.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets the その他 past consultation (free text).
+    pub fn consulted_other(mut self, text: impl Into<String>) -> Self {
+        self.past_other = Some(text.into());
+        self
+    }
+
+    /// Sets the notes for after closing or for the next plan.
+    pub fn with_notes(mut self, notes: impl Into<String>) -> Self {
+        self.notes = notes.into();
+        self
+    }
+
+    /// Sets the remarks.
+    pub fn with_remarks(mut self, remarks: impl Into<String>) -> Self {
+        self.remarks = remarks.into();
+        self
+    }
+}
+
+/// A free-text (Text) field of a form, to amend with [`CaseReplica::amend_form_text`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormText {
+    /// A plan's issues to solve (解決したい課題).
+    PlanIssues(PlanId),
+    /// A plan's support goals (支援目標).
+    PlanGoals(PlanId),
+    /// An evaluation's goal attainment.
+    EvaluationGoalAttainment(EvaluationId),
+    /// An evaluation's current situation and remaining issues.
+    EvaluationSituation(EvaluationId),
+    /// An evaluation's staff opinion.
+    EvaluationStaffOpinion(EvaluationId),
+    /// A decision's notes (supervisors only).
+    DecisionNotes(DecisionId),
+    /// A decision's remarks (supervisors only).
+    DecisionRemarks(DecisionId),
+}
+
+impl FormText {
+    /// The form's container, its id, and the field's key.
+    fn location(&self) -> (&'static str, String, &'static str) {
+        match self {
+            FormText::PlanIssues(id) => (k::PLANS, id.to_string(), k::ISSUES),
+            FormText::PlanGoals(id) => (k::PLANS, id.to_string(), k::GOALS),
+            FormText::EvaluationGoalAttainment(id) => (k::EVALUATIONS, id.to_string(), k::GOAL_ATTAINMENT),
+            FormText::EvaluationSituation(id) => (k::EVALUATIONS, id.to_string(), k::SITUATION),
+            FormText::EvaluationStaffOpinion(id) => (k::EVALUATIONS, id.to_string(), k::STAFF_OPINION),
+            FormText::DecisionNotes(id) => (k::DECISIONS, id.to_string(), k::NOTES),
+            FormText::DecisionRemarks(id) => (k::DECISIONS, id.to_string(), k::REMARKS),
+        }
+    }
+
+    /// The error for a form this case does not have.
+    fn unknown(&self) -> OpError {
+        match *self {
+            FormText::PlanIssues(id) | FormText::PlanGoals(id) => OpError::UnknownPlan(id),
+            FormText::EvaluationGoalAttainment(id)
+            | FormText::EvaluationSituation(id)
+            | FormText::EvaluationStaffOpinion(id) => OpError::UnknownEvaluation(id),
+            FormText::DecisionNotes(id) | FormText::DecisionRemarks(id) => OpError::UnknownDecision(id),
+        }
+    }
+}
+
 /// One case document being edited by one actor.
 #[derive(Debug, Clone)]
 pub struct CaseReplica {
@@ -307,7 +665,9 @@ impl CaseReplica {
 
     /// Loads a saved case document to edit as `actor`, with a fresh actor id for this replica.
     pub fn load(bytes: &[u8], actor: Actor) -> Result<Self, OpError> {
-        let doc = AutoCommit::load(bytes).map_err(OpError::Load)?;
+        let doc = crate::validation::untrusted(|| AutoCommit::load(bytes))
+            .map_err(|_| OpError::NotACase("the bytes are not a loadable Automerge document".into()))?
+            .map_err(|e| OpError::Load(Box::new(e)))?;
         Ok(Self::from_doc(doc, actor))
     }
 
@@ -841,9 +1201,13 @@ impl CaseReplica {
         Ok(())
     }
 
-    /// Changes the case's status.
+    /// Changes the case's status. Closing it requires a meeting decision with the verdict
+    /// `close` ([`CaseReplica::record_decision`]).
     pub fn set_status(&mut self, status: CaseStatus) -> Result<(), OpError> {
         Self::writable(&self.actor)?;
+        if status == CaseStatus::Closed && !self.view()?.has_closing_decision() {
+            return Err(OpError::ClosingWithoutDecision);
+        }
         self.doc.put(ROOT, k::STATUS, status.as_key())?;
         self.commit("set status");
         Ok(())
@@ -886,6 +1250,10 @@ impl CaseReplica {
     }
 
     /// A supervisor's review (確認 / コメント) of an activity.
+    ///
+    /// The review records the heads of this replica before its own change (`heads`): the
+    /// version of the case its author saw, from which [`crate::document::changed_since`] tells
+    /// what was added or amended after the review.
     pub fn add_review(
         &mut self,
         activity: ActivityId,
@@ -898,6 +1266,7 @@ impl CaseReplica {
             return Err(OpError::UnknownActivity(activity));
         }
         let reviews = self.container(k::REVIEWS)?;
+        let seen = self.doc.get_heads();
         let id = ReviewId::new_random();
         let obj = self.doc.put_object(&reviews, id.to_string(), ObjType::Map)?;
         self.doc.put(&obj, k::ACTIVITY_ID, activity.to_string())?;
@@ -905,6 +1274,9 @@ impl CaseReplica {
         self.doc.put(&obj, k::AT, format_instant(at))?;
         let text = self.doc.put_object(&obj, k::COMMENT, ObjType::Text)?;
         self.doc.splice_text(&text, 0, 0, comment)?;
+        if !seen.is_empty() {
+            self.doc.put(&obj, k::HEADS, format_heads(&seen))?;
+        }
         self.commit("review activity");
         Ok(id)
     }
@@ -932,6 +1304,255 @@ impl CaseReplica {
             self.doc.delete(&others, staff.to_string())?;
         }
         self.commit("set assignee");
+        Ok(())
+    }
+
+    fn too_many(field: &'static str, len: usize, max: usize) -> Result<(), OpError> {
+        if len > max {
+            Err(OpError::TooMany { field, len, max })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_round(&self, round: u32) -> Result<(), OpError> {
+        if round == 0 {
+            return Err(OpError::Inconsistent("rounds count from 1"));
+        }
+        Self::too_many("round", usize::try_from(round).unwrap_or(usize::MAX), self.limits.forms)
+    }
+
+    fn check_plan_action(&self, action: &NewPlanAction) -> Result<(), OpError> {
+        let max = self.limits.short_text_chars;
+        check_text("who", &action.who, max, true)?;
+        check_text("what", &action.what, max, true)?;
+        check_text("frequency", &action.frequency, max, false)?;
+        check_text("duration", &action.duration, max, false)
+    }
+
+    fn write_plan_action(doc: &mut AutoCommit, actions: &ObjId, action: &NewPlanAction) -> Result<(), OpError> {
+        let row = doc.put_object(actions, action.id.to_string(), ObjType::Map)?;
+        doc.put(&row, k::WHO, action.who.as_str())?;
+        doc.put(&row, k::WHAT, action.what.as_str())?;
+        if !action.frequency.is_empty() {
+            doc.put(&row, k::FREQUENCY, action.frequency.as_str())?;
+        }
+        if !action.duration.is_empty() {
+            doc.put(&row, k::DURATION, action.duration.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// Creates a Text at `key` of `obj` holding `text` (only in the change that creates `obj`).
+    fn new_text(doc: &mut AutoCommit, obj: &ObjId, key: &str, text: &str) -> Result<(), OpError> {
+        let id = doc.put_object(obj, key, ObjType::Text)?;
+        doc.splice_text(&id, 0, 0, text)?;
+        Ok(())
+    }
+
+    /// Creates a set at `key` of `obj` holding `members`.
+    fn new_set<'m>(
+        doc: &mut AutoCommit,
+        obj: &ObjId,
+        key: &str,
+        members: impl IntoIterator<Item = &'m str>,
+    ) -> Result<(), OpError> {
+        let set = doc.put_object(obj, key, ObjType::Map)?;
+        for member in members {
+            doc.put(&set, member, true)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a support plan (様式第1号), with its action rows, in the actor's name as author.
+    /// Counsellors and supervisors add plans.
+    ///
+    /// Adding the same [`NewPlan::id`] twice (a retry) is a no-op.
+    pub fn add_plan(&mut self, plan: NewPlan) -> Result<PlanId, OpError> {
+        Self::writable(&self.actor)?;
+        let view = self.view()?;
+        if view.plans.contains_key(&plan.id) {
+            return Ok(plan.id);
+        }
+        Self::too_many("plans", view.plans.len() + 1, self.limits.forms)?;
+        self.check_round(plan.round)?;
+        let long = self.limits.long_text_chars;
+        check_text("issues", &plan.issues, long, false)?;
+        check_text("goals", &plan.goals, long, false)?;
+        Self::too_many("plan actions", plan.actions.len(), self.limits.plan_actions)?;
+        for action in &plan.actions {
+            self.check_plan_action(action)?;
+        }
+        let ids: BTreeSet<PlanActionId> = plan.actions.iter().map(|a| a.id).collect();
+        if ids.len() != plan.actions.len() {
+            return Err(OpError::Inconsistent("two action rows of the plan have one id"));
+        }
+        if plan.period_until.is_some_and(|until| until < plan.drafted_on) {
+            return Err(OpError::Inconsistent("the plan period cannot end before the plan"));
+        }
+        if plan.next_monitoring_on.is_some_and(|on| on < plan.drafted_on) {
+            return Err(OpError::Inconsistent("the next monitoring cannot come before the plan"));
+        }
+        let plans = self.container(k::PLANS)?;
+        let doc = &mut self.doc;
+        let obj = doc.put_object(&plans, plan.id.to_string(), ObjType::Map)?;
+        doc.put(&obj, k::ROUND, i64::from(plan.round))?;
+        doc.put(&obj, k::AUTHOR, self.actor.staff.to_string())?;
+        doc.put(&obj, k::DRAFTED_ON, format_date(plan.drafted_on))?;
+        Self::new_text(doc, &obj, k::ISSUES, &plan.issues)?;
+        Self::new_text(doc, &obj, k::GOALS, &plan.goals)?;
+        let actions = doc.put_object(&obj, k::ACTIONS, ObjType::Map)?;
+        for action in &plan.actions {
+            Self::write_plan_action(doc, &actions, action)?;
+        }
+        if let Some(until) = plan.period_until {
+            doc.put(&obj, k::PERIOD_UNTIL, format_date(until))?;
+        }
+        if let Some(on) = plan.next_monitoring_on {
+            doc.put(&obj, k::NEXT_MONITORING_ON, format_date(on))?;
+        }
+        self.commit("add plan");
+        Ok(plan.id)
+    }
+
+    /// Adds an action row to a plan. Adding the same [`NewPlanAction::id`] twice is a no-op.
+    pub fn add_plan_action(&mut self, plan: PlanId, action: NewPlanAction) -> Result<PlanActionId, OpError> {
+        Self::writable(&self.actor)?;
+        let obj = self.entity(k::PLANS, &plan.to_string())?.ok_or(OpError::UnknownPlan(plan))?;
+        let actions = self.child_object(&obj, k::ACTIONS)?;
+        if matches!(self.doc.get(&actions, action.id.to_string())?, Some((Value::Object(_), _))) {
+            return Ok(action.id);
+        }
+        Self::too_many("plan actions", self.doc.keys(&actions).count() + 1, self.limits.plan_actions)?;
+        self.check_plan_action(&action)?;
+        Self::write_plan_action(&mut self.doc, &actions, &action)?;
+        self.commit("add plan action");
+        Ok(action.id)
+    }
+
+    /// Adds an evaluation (様式第2号) in the actor's name as evaluator. Counsellors and
+    /// supervisors add evaluations.
+    ///
+    /// Adding the same [`NewEvaluation::id`] twice (a retry) is a no-op.
+    pub fn add_evaluation(&mut self, evaluation: NewEvaluation) -> Result<EvaluationId, OpError> {
+        Self::writable(&self.actor)?;
+        let view = self.view()?;
+        if view.evaluations.contains_key(&evaluation.id) {
+            return Ok(evaluation.id);
+        }
+        Self::too_many("evaluations", view.evaluations.len() + 1, self.limits.forms)?;
+        self.check_round(evaluation.round)?;
+        let long = self.limits.long_text_chars;
+        check_text("goal attainment", &evaluation.goal_attainment, long, false)?;
+        check_text("situation", &evaluation.situation, long, false)?;
+        check_text("staff opinion", &evaluation.staff_opinion, long, false)?;
+        if let Some(other) = &evaluation.observed_other {
+            check_text("observed other", other, self.limits.short_text_chars, true)?;
+        }
+        let changes: Vec<ObservedChange> =
+            evaluation.observed_changes.iter().copied().filter(|c| *c != ObservedChange::Other).collect();
+        Self::too_many("observed changes", changes.len(), self.limits.set_entries)?;
+        let no_change = changes.contains(&ObservedChange::NoChange);
+        if no_change && (changes.len() > 1 || evaluation.observed_other.is_some()) {
+            return Err(OpError::Inconsistent("「変化は見られなかった」 excludes every other change"));
+        }
+        let evaluations = self.container(k::EVALUATIONS)?;
+        let doc = &mut self.doc;
+        let obj = doc.put_object(&evaluations, evaluation.id.to_string(), ObjType::Map)?;
+        doc.put(&obj, k::ROUND, i64::from(evaluation.round))?;
+        doc.put(&obj, k::EVALUATOR, self.actor.staff.to_string())?;
+        doc.put(&obj, k::EVALUATED_ON, format_date(evaluation.evaluated_on))?;
+        Self::new_text(doc, &obj, k::GOAL_ATTAINMENT, &evaluation.goal_attainment)?;
+        Self::new_set(doc, &obj, k::OBSERVED_CHANGES, changes.iter().map(|c| c.as_key()))?;
+        if let Some(other) = &evaluation.observed_other {
+            doc.put(&obj, k::OBSERVED_OTHER, other.as_str())?;
+        }
+        Self::new_text(doc, &obj, k::SITUATION, &evaluation.situation)?;
+        if let Some(wish) = evaluation.wish {
+            doc.put(&obj, k::WISH, wish.as_key())?;
+        }
+        Self::new_text(doc, &obj, k::STAFF_OPINION, &evaluation.staff_opinion)?;
+        self.commit("add evaluation");
+        Ok(evaluation.id)
+    }
+
+    /// Checks that every key is a referral destination of the default catalogue, and not
+    /// `other` (whose free text has a field of its own).
+    fn check_destinations(field: &'static str, keys: &BTreeSet<String>, limits: &Limits) -> Result<(), OpError> {
+        Self::too_many(field, keys.len(), limits.set_entries)?;
+        let catalogue: Catalogue = Catalogue::default();
+        match keys.iter().find(|key| key.as_str() == k::OTHER || !catalogue.is_destination(key)) {
+            Some(key) => Err(OpError::UnknownDestination(key.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a meeting decision (様式第2-2号) in the actor's name. Only supervisors record
+    /// decisions (at the meeting).
+    ///
+    /// Recording the same [`NewDecision::id`] twice (a retry) is a no-op.
+    pub fn record_decision(&mut self, decision: NewDecision) -> Result<DecisionId, OpError> {
+        self.supervisor("record meeting decisions")?;
+        let view = self.view()?;
+        if view.decisions.contains_key(&decision.id) {
+            return Ok(decision.id);
+        }
+        Self::too_many("decisions", view.decisions.len() + 1, self.limits.forms)?;
+        let long = self.limits.long_text_chars;
+        let short = self.limits.short_text_chars;
+        check_text("notes", &decision.notes, long, false)?;
+        check_text("remarks", &decision.remarks, long, false)?;
+        Self::check_destinations("referral destinations", &decision.referral_destinations, &self.limits)?;
+        Self::check_destinations("past consultations", &decision.past_consultations, &self.limits)?;
+        if let Some(other) = &decision.referral_other {
+            check_text("referral other", other, short, true)?;
+        }
+        if let Some(other) = &decision.past_other {
+            check_text("past other", other, short, true)?;
+        }
+        if decision.referred_on && decision.verdict != PlanVerdict::Close {
+            return Err(OpError::Inconsistent("only a decision to close refers the person on"));
+        }
+        if decision.referred_on && decision.referral_destinations.is_empty() && decision.referral_other.is_none() {
+            return Err(OpError::Inconsistent("a decision that refers the person on names where to"));
+        }
+        let decisions = self.container(k::DECISIONS)?;
+        let doc = &mut self.doc;
+        let obj = doc.put_object(&decisions, decision.id.to_string(), ObjType::Map)?;
+        doc.put(&obj, k::MEETING_ON, format_date(decision.meeting_on))?;
+        doc.put(&obj, k::VERDICT, decision.verdict.as_key())?;
+        doc.put(&obj, k::REFERRED_ON, decision.referred_on)?;
+        doc.put(&obj, k::DECIDED_ON, format_date(decision.decided_on))?;
+        Self::new_text(doc, &obj, k::NOTES, &decision.notes)?;
+        Self::new_set(doc, &obj, k::REFERRAL_DESTINATIONS, decision.referral_destinations.iter().map(String::as_str))?;
+        if let Some(other) = &decision.referral_other {
+            doc.put(&obj, k::REFERRAL_OTHER, other.as_str())?;
+        }
+        Self::new_set(doc, &obj, k::PAST_CONSULTATIONS, decision.past_consultations.iter().map(String::as_str))?;
+        if let Some(other) = &decision.past_other {
+            doc.put(&obj, k::PAST_OTHER, other.as_str())?;
+        }
+        Self::new_text(doc, &obj, k::REMARKS, &decision.remarks)?;
+        doc.put(&obj, k::RECORDED_BY, self.actor.staff.to_string())?;
+        self.commit("record meeting decision");
+        Ok(decision.id)
+    }
+
+    /// Rewrites a form's free text as character-level edits, so a concurrent amendment by
+    /// someone else merges with this one. Counsellors and supervisors amend plans and
+    /// evaluations; only supervisors amend decisions.
+    pub fn amend_form_text(&mut self, field: FormText, text: &str) -> Result<(), OpError> {
+        let (container, id, key) = field.location();
+        if container == k::DECISIONS {
+            self.supervisor("amend meeting decisions")?;
+        } else {
+            Self::writable(&self.actor)?;
+        }
+        check_text(key, text, self.limits.long_text_chars, false)?;
+        let obj = self.entity(container, &id)?.ok_or_else(|| field.unknown())?;
+        let target = self.child_object(&obj, key)?;
+        self.doc.update_text(&target, text)?;
+        self.commit("amend form");
         Ok(())
     }
 }

@@ -267,3 +267,159 @@ fn two_people_voiding_the_same_entry_offline_are_both_kept_as_a_conflict() {
         other => panic!("a sequential re-void must be refused, got {other:?}"),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The three forms.
+// ---------------------------------------------------------------------------------------------
+
+fn day(d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
+}
+
+fn supervisor() -> Actor {
+    Actor::supervisor(StaffId::new_random(), DeviceId::new_random())
+}
+
+#[test]
+fn a_plan_with_its_actions_is_added_amended_and_accepted() {
+    let actor = counsellor();
+    let mut r = CaseReplica::open(new_case(), actor).unwrap();
+    let hello_work =
+        NewPlanAction::new("本人", "ハローワークで求職登録").with_frequency("月1回").with_duration("3か月");
+    let new = NewPlan::new(1, day(10))
+        .with_issues("生活費が足りない")
+        .with_goals("家計を立て直す")
+        .with_action(hello_work.clone())
+        .until(day(30))
+        .with_next_monitoring(day(20));
+    let plan = accepted(&mut r, |r| r.add_plan(new.clone()));
+    // A retry writes nothing.
+    let heads = r.heads();
+    assert_eq!(r.add_plan(new).unwrap(), plan);
+    assert_eq!(r.heads(), heads);
+    let family = accepted(&mut r, |r| r.add_plan_action(plan, NewPlanAction::new("家族", "家事の分担を話し合う")));
+    accepted(&mut r, |r| r.amend_form_text(FormText::PlanGoals(plan), "家計を立て直し、就労につなぐ"));
+
+    let view = r.view().unwrap();
+    let p = &view.plans[&plan];
+    assert_eq!((p.round, p.author, p.drafted_on), (1, actor.staff, day(10)));
+    assert_eq!(p.issues, "生活費が足りない");
+    assert_eq!(p.goals, "家計を立て直し、就労につなぐ");
+    assert_eq!(p.period_until, Some(day(30)));
+    assert_eq!(p.next_monitoring_on, Some(day(20)));
+    assert_eq!(p.actions.len(), 2);
+    let row = &p.actions[&hello_work.id];
+    assert_eq!((row.who.as_str(), row.frequency.as_str(), row.duration.as_str()), ("本人", "月1回", "3か月"));
+    assert_eq!(p.actions[&family].frequency, "");
+    assert_eq!(view.plans_by_round()[0].id, plan);
+}
+
+#[test]
+fn an_evaluation_is_added_and_accepted() {
+    let actor = counsellor();
+    let mut r = CaseReplica::open(new_case(), actor).unwrap();
+    let new = NewEvaluation::new(1, day(20))
+        .with_goal_attainment("求職登録まで進んだ")
+        .with_change(ObservedChange::JobSearch)
+        .with_change(ObservedChange::MotivationImproved)
+        .with_change(ObservedChange::Other)
+        .with_other_change("地域の清掃活動に参加")
+        .with_situation("家計は不安定なまま")
+        .with_wish(PersonWish::Continue)
+        .with_staff_opinion("継続支援が必要");
+    let id = accepted(&mut r, |r| r.add_evaluation(new));
+    accepted(&mut r, |r| r.amend_form_text(FormText::EvaluationSituation(id), "家計はやや安定"));
+    let view = r.view().unwrap();
+    let e = &view.evaluations[&id];
+    assert_eq!(e.evaluator, actor.staff);
+    // `Other` is the text of `observed_other`, never a member of the set.
+    assert_eq!(e.observed_changes, [ObservedChange::JobSearch, ObservedChange::MotivationImproved].into());
+    assert_eq!(e.observed_other.as_deref(), Some("地域の清掃活動に参加"));
+    assert!(e.checked_changes().contains(&ObservedChange::Other));
+    assert_eq!(e.wish, Some(PersonWish::Continue));
+    assert_eq!(e.situation, "家計はやや安定");
+}
+
+#[test]
+fn a_supervisor_records_the_decision_that_lets_the_case_close() {
+    let sato = counsellor();
+    let mut phone = CaseReplica::open(new_case(), sato).unwrap();
+    let heads = phone.heads();
+    assert!(matches!(phone.set_status(CaseStatus::Closed), Err(OpError::ClosingWithoutDecision)));
+    let close = NewDecision::new(day(25), PlanVerdict::Close);
+    assert!(matches!(phone.record_decision(close.clone()), Err(OpError::SupervisorOnly(_))));
+    assert_eq!(phone.heads(), heads, "nothing was written");
+
+    let mut tablet = CaseReplica::load(&phone.save(), supervisor()).unwrap();
+    let close = close
+        .decided(day(26))
+        .referred_to(["hello_work", "community_general_support_center"])
+        .referred_to_other("NPO法人つなぎ")
+        .consulted_before(["welfare_commissioner"])
+        .with_notes("終結後も見守り")
+        .with_remarks("本人了承済み");
+    let decision = accepted(&mut tablet, |r| r.record_decision(close));
+    accepted(&mut tablet, |r| r.amend_form_text(FormText::DecisionRemarks(decision), "本人・家族了承済み"));
+    assert!(matches!(
+        phone.amend_form_text(FormText::DecisionNotes(decision), "x"),
+        Err(OpError::SupervisorOnly(_) | OpError::UnknownDecision(_))
+    ));
+    phone.merge(&mut tablet).unwrap();
+    accepted(&mut phone, |r| r.set_status(CaseStatus::Closed));
+
+    let view = phone.view().unwrap();
+    let d = &view.decisions[&decision];
+    assert_eq!((d.verdict, d.referred_on, d.decided_on), (PlanVerdict::Close, true, day(26)));
+    assert_eq!(d.referral_destinations.len(), 2);
+    assert_eq!(d.referral_other.as_deref(), Some("NPO法人つなぎ"));
+    assert_eq!(d.past_consultations, ["welfare_commissioner".to_owned()].into());
+    assert_eq!(d.remarks, "本人・家族了承済み");
+    assert_eq!(view.status, CaseStatus::Closed);
+}
+
+#[test]
+fn form_operations_refuse_bad_input_and_leave_the_document_alone() {
+    let mut r = CaseReplica::open(new_case(), counsellor()).unwrap();
+    let heads = r.heads();
+    assert!(matches!(r.add_plan(NewPlan::new(0, day(10))), Err(OpError::Inconsistent(_))));
+    assert!(matches!(r.add_plan(NewPlan::new(1, day(10)).until(day(9))), Err(OpError::Inconsistent(_))));
+    assert!(matches!(
+        r.add_plan(NewPlan::new(1, day(10)).with_action(NewPlanAction::new("", "求職登録"))),
+        Err(OpError::Empty("who"))
+    ));
+    let unknown = PlanId::new_random();
+    assert!(
+        matches!(r.add_plan_action(unknown, NewPlanAction::new("本人", "通院")), Err(OpError::UnknownPlan(p)) if p == unknown)
+    );
+    assert!(matches!(
+        r.add_evaluation(
+            NewEvaluation::new(1, day(20)).with_change(ObservedChange::NoChange).with_change(ObservedChange::JobSearch)
+        ),
+        Err(OpError::Inconsistent(_))
+    ));
+    assert!(matches!(
+        r.amend_form_text(FormText::PlanIssues(unknown), "x"),
+        Err(OpError::UnknownPlan(p)) if p == unknown
+    ));
+    assert_eq!(r.heads(), heads, "nothing was written");
+
+    let mut tablet = CaseReplica::load(&r.save(), supervisor()).unwrap();
+    let heads = tablet.heads();
+    let close = || NewDecision::new(day(25), PlanVerdict::Close);
+    assert!(matches!(
+        tablet.record_decision(close().referred_to(["nowhere"])),
+        Err(OpError::UnknownDestination(k)) if k == "nowhere"
+    ));
+    assert!(matches!(
+        tablet.record_decision(close().referred_to(["other"])),
+        Err(OpError::UnknownDestination(k)) if k == "other"
+    ));
+    let mut referred_nowhere = close();
+    referred_nowhere.referred_on = true;
+    assert!(matches!(tablet.record_decision(referred_nowhere), Err(OpError::Inconsistent(_))));
+    assert!(matches!(
+        tablet.record_decision(NewDecision::new(day(25), PlanVerdict::Replan).referred_to(["hello_work"])),
+        Err(OpError::Inconsistent(_))
+    ));
+    assert_eq!(tablet.heads(), heads, "nothing was written");
+}

@@ -107,6 +107,10 @@ pub enum CaseFileError {
     /// Boxed: Automerge's error is large, and this one travels in every store `Result`.
     #[error(transparent)]
     Automerge(Box<automerge::AutomergeError>),
+    /// Automerge failed on the bytes in a way it does not report (it panicked: crafted or
+    /// damaged bytes, see `validation::untrusted`).
+    #[error("the file is not a loadable Automerge document")]
+    Unloadable,
 }
 
 /// Builds a [`StoreError::Io`].

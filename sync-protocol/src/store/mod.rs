@@ -248,7 +248,11 @@ impl ReplicaStore {
             // Automerge loads no bytes as an empty document; we never write an empty file.
             return Err(corrupt(CaseFileError::Empty));
         }
-        AutoCommit::load(&bytes).map(Some).map_err(|e| corrupt(CaseFileError::Automerge(Box::new(e))))
+        match crate::validation::untrusted(|| AutoCommit::load(&bytes)) {
+            Ok(Ok(doc)) => Ok(Some(doc)),
+            Ok(Err(e)) => Err(corrupt(CaseFileError::Automerge(Box::new(e)))),
+            Err(_) => Err(corrupt(CaseFileError::Unloadable)),
+        }
     }
 
     /// Replaces the stored document of `case` with `bytes` (the output of

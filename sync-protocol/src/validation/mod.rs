@@ -9,8 +9,15 @@
 //!    checked against the acting role — nobody deletes an activity or a household member
 //!    (void instead), nobody re-creates a container, a counsellor amends only activities they
 //!    recorded, a new activity's `recorded_by`/`device_id` are the actor's own, only the
-//!    server sets `case_number`, only supervisors add reviews or assign, a meeting tablet and
-//!    an administrator write nothing.
+//!    server sets `case_number`, only supervisors add reviews or assign (a review's `heads`
+//!    name only changes the document holds, and are fixed once written), a meeting tablet and
+//!    an administrator write nothing. Plans and evaluations are added and amended by
+//!    counsellors and supervisors, meeting decisions by supervisors only; a new form names
+//!    its writer as its author, and its author and round are fixed.
+//! 3. **Domain rules**: a batch that sets the status to `closed` leaves the case holding a
+//!    decision with the verdict `close` ([`ViolationCode::ClosingWithoutDecision`]); a
+//!    decision that refers the person on names a destination
+//!    ([`ViolationCode::ReferralWithoutDestination`], checked with the schema).
 //!
 //! Authorship of the raw changes (the actor id must be the uploading device's) is checked
 //! before anything is applied: [`crate::actor::check_authorship`]; [`apply_and_validate`]
@@ -87,8 +94,7 @@ pub fn apply_and_validate(
 ) -> Result<(Automerge, crate::document::CaseView), BatchError> {
     let mut changes = Vec::with_capacity(raw_changes.len());
     for (index, bytes) in raw_changes.iter().enumerate() {
-        let change =
-            Change::from_bytes(bytes.clone()).map_err(|e| BatchError::Corrupt { index, reason: e.to_string() })?;
+        let change = decode_change(bytes.clone()).map_err(|reason| BatchError::Corrupt { index, reason })?;
         changes.push(change);
     }
     if let Acting::Staff(actor) = acting {
@@ -98,13 +104,36 @@ pub fn apply_and_validate(
     }
     let before = doc.get_heads();
     let mut after = doc.clone();
-    after.apply_changes(changes).map_err(|e| BatchError::Corrupt { index: 0, reason: e.to_string() })?;
+    untrusted(|| after.apply_changes(changes))?.map_err(|e| BatchError::Corrupt { index: 0, reason: e.to_string() })?;
     let missing = after.get_missing_deps(&[]);
     if !missing.is_empty() {
         return Err(BatchError::MissingDependencies(missing));
     }
-    let view = validate_update(&after, &before, acting).map_err(BatchError::Refused)?;
+    let view = untrusted(|| validate_update(&after, &before, acting))?.map_err(BatchError::Refused)?;
     Ok((after, view))
+}
+
+/// Decodes one change that came from outside (an upload, a quarantined batch). Automerge
+/// 0.12 can panic on some crafted bytes while decoding (found by fuzzing); that is an
+/// undecodable change like any other.
+pub fn decode_change(bytes: Vec<u8>) -> Result<Change, String> {
+    match untrusted(|| Change::from_bytes(bytes)) {
+        Ok(Ok(change)) => Ok(change),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs Automerge on changes that came from outside. Automerge 0.12 can panic on crafted
+/// change bytes that decode (found by fuzzing: an actor index out of range while importing
+/// operations); such a batch is refused as corrupt instead of taking the request down. The
+/// closure works on a copy of the document, which is dropped on failure, so nothing
+/// half-applied survives.
+pub fn untrusted<T>(f: impl FnOnce() -> T) -> Result<T, BatchError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| BatchError::Corrupt {
+        index: 0,
+        reason: "Automerge could not apply these changes: they are malformed".into(),
+    })
 }
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use automerge::{Automerge, ChangeHash, ObjId, PatchAction, Prop, ReadDoc, ScalarValue, Value, ROOT};
 
 use super::{Acting, Actor, Violation, ViolationCode as Code};
-use crate::document::{keys as k, read_case, CaseView};
-use crate::domain::Role;
+use crate::document::{keys as k, parse_heads, read_case, CaseView};
+use crate::domain::{CaseStatus, Role};
 
 /// Validates `doc` (at its current heads) against the state it had at `before`.
 ///
@@ -63,6 +63,9 @@ pub fn validate_update(doc: &Automerge, before: &[ChangeHash], acting: &Acting) 
             _ => checker.write(&segs, false),
         }
     }
+    if let Some(view) = &reading.view {
+        checker.closing_rule(view);
+    }
     violations.extend(checker.violations);
 
     let mut seen = BTreeSet::new();
@@ -76,6 +79,17 @@ pub fn validate_update(doc: &Automerge, before: &[ChangeHash], acting: &Acting) 
             }
             Err(violations)
         }
+    }
+}
+
+/// The field naming who wrote an entity of `container`: a review's `by`, a plan's `author`,
+/// an evaluation's `evaluator`, an activity's or a decision's `recorded_by`.
+fn author_field(container: &str) -> &'static str {
+    match container {
+        k::REVIEWS => k::BY,
+        k::PLANS => k::AUTHOR,
+        k::EVALUATIONS => k::EVALUATOR,
+        _ => k::RECORDED_BY,
     }
 }
 
@@ -103,7 +117,7 @@ struct Checker<'a> {
     before: &'a [ChangeHash],
     acting: &'a Acting,
     violations: Vec<Violation>,
-    /// `recorded_by` (activities) or `by` (reviews) of entities that existed before, by path.
+    /// The author field of entities that existed before (see [`author_field`]), by path.
     recorded_by: HashMap<(String, String), Option<String>>,
 }
 
@@ -179,14 +193,14 @@ impl Checker<'_> {
         self.written_values(segs).iter().all(|v| v == expected)
     }
 
-    /// The author field (`recorded_by` of an activity, `by` of a review) as it was before;
-    /// `None` when the entity is new.
+    /// The author field (see [`author_field`]) as it was before; `None` when the entity is
+    /// new.
     fn author_before(&mut self, container: &str, id: &str) -> Option<String> {
         let key = (container.to_owned(), id.to_owned());
         if let Some(cached) = self.recorded_by.get(&key) {
             return cached.clone();
         }
-        let field = if container == k::REVIEWS { k::BY } else { k::RECORDED_BY };
+        let field = author_field(container);
         let author = self.before_at(&[container, id, field]).and_then(|(value, _)| match value {
             Value::Scalar(s) => match s.as_ref() {
                 ScalarValue::Str(s) => Some(s.to_string()),
@@ -298,26 +312,81 @@ impl Checker<'_> {
                                 &segs[..2],
                                 "a review is written in its author's own name",
                             );
+                        } else if segs.len() == 3 && segs[2] == k::HEADS {
+                            self.review_heads_known(segs);
                         }
                     }
                     Some(by) if by != staff => {
                         self.violate(Code::AuthorMismatch, &segs[..2], "only its author amends a review");
                     }
                     Some(_) => {
-                        if segs.len() >= 3 && matches!(segs[2].as_str(), k::ACTIVITY_ID | k::BY | k::AT) {
+                        if segs.len() >= 3 && matches!(segs[2].as_str(), k::ACTIVITY_ID | k::BY | k::AT | k::HEADS) {
                             self.violate(Code::ImmutableField, segs, "fixed when the review is written");
                         }
                     }
                 }
             }
-            (k::PLANS | k::EVALUATIONS | k::DECISIONS, _) => {
-                self.violate(
-                    Code::UnknownField,
-                    segs,
-                    "forms (plans, evaluations, decisions) are not accepted by schema 1 of this version",
-                );
+            (k::DECISIONS, _) if actor.role != Role::Supervisor => {
+                self.violate(Code::SupervisorOnly, &segs[..2], "only supervisors record meeting decisions");
             }
+            (k::PLANS | k::EVALUATIONS | k::DECISIONS, _) => self.form_write(segs, &staff),
             _ => {} // referral source, consent, household: any counsellor or supervisor
+        }
+    }
+
+    /// A new review's `heads` name only changes this document holds: a review never points
+    /// at a version of the case the server cannot show. (A malformed value is a schema issue,
+    /// reported by [`read_case`].)
+    fn review_heads_known(&mut self, segs: &[String]) {
+        let id = segs[1].as_str();
+        for value in self.written_values(&[k::REVIEWS, id, k::HEADS]) {
+            let Ok(heads) = parse_heads(&value) else { continue };
+            if let Some(unknown) = heads.iter().find(|h| self.doc.get_change_by_hash(h).is_none()) {
+                self.violate(
+                    Code::Inconsistent,
+                    segs,
+                    format!("names change {unknown}, which this case does not have; a review records heads it saw"),
+                );
+                return;
+            }
+        }
+    }
+
+    /// A write into a form (plan, evaluation, decision) by a role that may write it.
+    ///
+    /// A new form is written in its author's own name; its author and round are fixed once
+    /// written. Everything else in it (dates, texts, actions, checklists) may be amended.
+    fn form_write(&mut self, segs: &[String], staff: &str) {
+        let (container, id) = (segs[0].as_str(), segs[1].as_str());
+        let author = author_field(container);
+        match self.author_before(container, id) {
+            None => {
+                if !self.written_by(&[container, id, author], staff) {
+                    self.violate(Code::AuthorMismatch, &segs[..2], "a new form is written in its author's own name");
+                }
+            }
+            Some(_) => {
+                if segs.len() == 3 && (segs[2] == author || segs[2] == k::ROUND) {
+                    self.violate(Code::ImmutableField, segs, "fixed when the form is added");
+                }
+            }
+        }
+    }
+
+    /// Closing a case requires a meeting decision: when this batch sets `status` to `closed`,
+    /// the result must hold a decision whose verdict is `close`.
+    fn closing_rule(&mut self, view: &CaseView) {
+        // The server's own changes and read-only roles are refused whatever they wrote.
+        let writes_cases = self.actor().is_some_and(|a| matches!(a.role, Role::Counsellor | Role::Supervisor));
+        if !writes_cases || !self.written_values(&[k::STATUS]).iter().any(|v| v == CaseStatus::Closed.as_key()) {
+            return;
+        }
+        if !view.has_closing_decision() {
+            self.violate(
+                Code::ClosingWithoutDecision,
+                &[k::STATUS.to_owned()],
+                "closing a case requires a meeting decision with the verdict `close`",
+            );
         }
     }
 

@@ -17,10 +17,13 @@ use crate::actor::random_device_actor;
 use crate::document::{ActivityDetails, CaseView, Limits};
 use crate::domain::{
     CaseStatus, ConcernTag, ConsentMethod, ConsentState, ConsultationMode, ConsultationTopic, ContactChannel,
-    ContactOutcome, LetterItem, LetterPlace, Place, Relation, SexKind, VisitOutcome,
+    ContactOutcome, LetterItem, LetterPlace, ObservedChange, Place, PlanVerdict, Relation, SexKind, VisitOutcome,
 };
-use crate::ids::{ActivityId, MunicipalityCode, PersonId, ReviewId};
-use crate::ops::{CaseReplica, NewActivity, NewCase, NewPerson, PersonUpdate};
+use crate::ids::{ActivityId, DecisionId, EvaluationId, MunicipalityCode, PersonId, PlanActionId, PlanId, ReviewId};
+use crate::ops::{
+    CaseReplica, FormText, NewActivity, NewCase, NewDecision, NewEvaluation, NewPerson, NewPlan, NewPlanAction,
+    PersonUpdate,
+};
 
 type Outcome = Result<CaseView, BatchError>;
 
@@ -519,6 +522,53 @@ fn only_supervisors_review_activities_and_in_their_own_name() {
         r.add_review(visit, "次回は同行を検討", jst(5, 9)).unwrap();
     }));
     assert_eq!(view.reviews_of(&visit)[0].by, chief.staff);
+}
+
+#[test]
+fn a_review_s_heads_are_changes_of_the_case_and_fixed_once_written() {
+    let mut case = Case::new();
+    let visit = case.visit;
+    let mut tablet = case.replica_for(case.chief);
+    let chief = case.chief;
+    let review = ReviewId::new_random().to_string();
+    let heads_path = format!("/reviews/{review}/heads");
+    let with_heads = |heads: String| {
+        let review = review.clone();
+        move |doc: &mut AutoCommit| {
+            forge_review(doc, &review, visit, chief.staff);
+            let r = obj(doc, &["reviews", &review]);
+            doc.put(&r, "heads", heads).unwrap();
+        }
+    };
+
+    // Heads naming a change the server does not have: the review would point at a version
+    // of the case nobody can show.
+    let unknown = crate::document::format_heads(&[ChangeHash([7; 32])]);
+    let outcome = upload_raw(&mut tablet.clone(), with_heads(unknown));
+    assert_refused(outcome, &one(ViolationCode::Inconsistent, &heads_path));
+    // Not change hashes at all.
+    let outcome = upload_raw(&mut tablet.clone(), with_heads("HEAD".to_owned()));
+    assert_refused(outcome, &one(ViolationCode::InvalidId, &heads_path));
+    // The heads the tablet has: accepted (and a review without heads stays valid, above).
+    let mut seen = tablet.heads();
+    seen.sort();
+    let view = assert_accepted(upload_raw(&mut tablet, with_heads(crate::document::format_heads(&seen))));
+    assert_eq!(view.reviews.values().next().unwrap().heads, seen);
+
+    // Once written, they are fixed, even for the review's author.
+    let mut later = tablet.heads();
+    later.sort();
+    let outcome = upload_raw(&mut tablet.clone(), |doc| {
+        let r = obj(doc, &["reviews", &review]);
+        doc.put(&r, "heads", crate::document::format_heads(&later)).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ImmutableField, &heads_path));
+
+    // The operation records them itself, and they pass.
+    let view = assert_accepted(upload(&mut tablet, |r| {
+        r.add_review(visit, "", jst(6, 9)).unwrap();
+    }));
+    assert_eq!(view.reviews.values().filter(|r| r.heads == later).count(), 1);
 }
 
 #[test]
@@ -1283,4 +1333,400 @@ fn every_field_operation_is_accepted_for_an_authorised_actor() {
     assert_eq!(view.activities[&call].voided.as_ref().unwrap().by, sato.staff);
     assert_eq!(view.consent.state, ConsentState::Withdrawn);
     assert!(view.conflicts.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The three forms: plans (様式第1号), evaluations (様式第2号), meeting decisions (様式第2-2号).
+// ---------------------------------------------------------------------------------------------
+
+/// A complete plan of round 1 with one action row, written field by field in `author`'s name.
+fn forge_plan(doc: &mut AutoCommit, key: &str, author: StaffId) -> ObjId {
+    let plans = obj(doc, &["plans"]);
+    let p = doc.put_object(&plans, key, ObjType::Map).unwrap();
+    doc.put(&p, "round", 1).unwrap();
+    doc.put(&p, "author", author.to_string()).unwrap();
+    doc.put(&p, "drafted_on", "2026-11-10").unwrap();
+    let issues = doc.put_object(&p, "issues", ObjType::Text).unwrap();
+    doc.splice_text(&issues, 0, 0, "生活費が足りない").unwrap();
+    doc.put_object(&p, "goals", ObjType::Text).unwrap();
+    let actions = doc.put_object(&p, "actions", ObjType::Map).unwrap();
+    let row = doc.put_object(&actions, PlanActionId::new_random().to_string(), ObjType::Map).unwrap();
+    doc.put(&row, "who", "本人").unwrap();
+    doc.put(&row, "what", "求職登録").unwrap();
+    p
+}
+
+/// A complete evaluation of round 1, written field by field in `evaluator`'s name.
+fn forge_evaluation(doc: &mut AutoCommit, key: &str, evaluator: StaffId) -> ObjId {
+    let evaluations = obj(doc, &["evaluations"]);
+    let e = doc.put_object(&evaluations, key, ObjType::Map).unwrap();
+    doc.put(&e, "round", 1).unwrap();
+    doc.put(&e, "evaluator", evaluator.to_string()).unwrap();
+    doc.put(&e, "evaluated_on", "2026-11-20").unwrap();
+    for text in ["goal_attainment", "situation", "staff_opinion"] {
+        doc.put_object(&e, text, ObjType::Text).unwrap();
+    }
+    let changes = doc.put_object(&e, "observed_changes", ObjType::Map).unwrap();
+    doc.put(&changes, "job_search", true).unwrap();
+    doc.put(&e, "wish", "continue").unwrap();
+    e
+}
+
+/// A complete decision recorded by `by`, referring the person on (or not) to `destinations`.
+fn forge_decision(
+    doc: &mut AutoCommit,
+    key: &str,
+    by: StaffId,
+    verdict: &str,
+    referred_on: bool,
+    destinations: &[&str],
+) -> ObjId {
+    let decisions = obj(doc, &["decisions"]);
+    let d = doc.put_object(&decisions, key, ObjType::Map).unwrap();
+    doc.put(&d, "meeting_on", "2026-11-25").unwrap();
+    doc.put(&d, "verdict", verdict).unwrap();
+    doc.put(&d, "referred_on", referred_on).unwrap();
+    doc.put(&d, "decided_on", "2026-11-25").unwrap();
+    doc.put_object(&d, "notes", ObjType::Text).unwrap();
+    let set = doc.put_object(&d, "referral_destinations", ObjType::Map).unwrap();
+    for destination in destinations {
+        doc.put(&set, *destination, true).unwrap();
+    }
+    doc.put_object(&d, "past_consultations", ObjType::Map).unwrap();
+    doc.put_object(&d, "remarks", ObjType::Text).unwrap();
+    doc.put(&d, "recorded_by", by.to_string()).unwrap();
+    d
+}
+
+#[test]
+fn closing_a_case_requires_a_meeting_decision_to_close() {
+    let mut case = Case::new();
+    let chief = case.chief;
+
+    // Sato closes the case on her own.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        doc.put(ROOT, "status", "closed").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ClosingWithoutDecision, "/status"));
+
+    // A decision to re-plan does not close a case either.
+    let mut tablet = case.replica_for(chief);
+    let replan = DecisionId::new_random().to_string();
+    let outcome = upload_raw(&mut tablet.clone(), |doc| {
+        forge_decision(doc, &replan, chief.staff, "replan", false, &[]);
+        doc.put(ROOT, "status", "closed").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::ClosingWithoutDecision, "/status"));
+
+    // At the meeting the chief records the decision to close and closes the case in one go.
+    let close = DecisionId::new_random().to_string();
+    let view = assert_accepted(upload_raw(&mut tablet, |doc| {
+        forge_decision(doc, &close, chief.staff, "close", false, &[]);
+        doc.put(ROOT, "status", "closed").unwrap();
+    }));
+    assert_eq!(view.status, CaseStatus::Closed);
+
+    // Once the decision is in the case, the counsellor may close it too (here: after the
+    // case was reopened in between).
+    let mut phone = case.replica_for(case.sato);
+    phone.apply_changes(tablet.changes_since(&[])).unwrap();
+    assert_accepted(upload(&mut phone, |r| r.set_status(CaseStatus::Supporting).unwrap()));
+    let view = assert_accepted(upload(&mut phone, |r| r.set_status(CaseStatus::Closed).unwrap()));
+    assert_eq!(view.status, CaseStatus::Closed);
+    // Other statuses never needed a decision.
+    assert_accepted(upload(&mut case.phone, |r| r.set_status(CaseStatus::Suspended).unwrap()));
+}
+
+#[test]
+fn a_decision_that_refers_the_person_on_names_a_destination() {
+    let mut case = Case::new();
+    let chief = case.chief;
+    let mut tablet = case.replica_for(chief);
+    let id = DecisionId::new_random().to_string();
+    let path = format!("/decisions/{id}/referral_destinations");
+
+    // 他機関へつないだ: yes, but to whom?
+    let outcome = upload_raw(&mut tablet.clone(), |doc| {
+        forge_decision(doc, &id, chief.staff, "close", true, &[]);
+    });
+    assert_refused(outcome, &one(ViolationCode::ReferralWithoutDestination, &path));
+
+    // A catalogue destination, or その他 with its text, is enough.
+    assert_accepted(upload_raw(&mut tablet.clone(), |doc| {
+        forge_decision(doc, &id, chief.staff, "close", true, &["hello_work"]);
+    }));
+    let view = assert_accepted(upload_raw(&mut tablet.clone(), |doc| {
+        let d = forge_decision(doc, &id, chief.staff, "close", true, &[]);
+        doc.put(&d, "referral_other", "NPO法人つなぎ").unwrap();
+    }));
+    assert!(view.decisions.values().all(|d| d.has_destination()));
+    // Not referred on: no destination needed.
+    assert_accepted(upload_raw(&mut tablet, |doc| {
+        forge_decision(doc, &id, chief.staff, "close", false, &[]);
+    }));
+}
+
+#[test]
+fn referral_destinations_come_from_the_catalogue() {
+    let mut case = Case::new();
+    let chief = case.chief;
+    let mut tablet = case.replica_for(chief);
+    let id = DecisionId::new_random().to_string();
+
+    // A key the catalogue does not have, in つなぎ先 and in 相談歴.
+    let outcome = upload_raw(&mut tablet.clone(), |doc| {
+        let d = forge_decision(doc, &id, chief.staff, "close", true, &["hello_work", "city_hall"]);
+        let past = obj(doc, &["decisions", &id, "past_consultations"]);
+        doc.put(&past, "fortune_teller", true).unwrap();
+        doc.put(&d, "past_other", "占い師").unwrap();
+    });
+    assert_refused(
+        outcome,
+        &[
+            (ViolationCode::InvalidEnum, &format!("/decisions/{id}/referral_destinations/city_hall")),
+            (ViolationCode::InvalidEnum, &format!("/decisions/{id}/past_consultations/fortune_teller")),
+        ],
+    );
+
+    // その他 is written as `referral_other` text, never as a member.
+    let outcome = upload_raw(&mut tablet.clone(), |doc| {
+        forge_decision(doc, &id, chief.staff, "close", true, &["other"]);
+    });
+    assert_refused(outcome, &one(ViolationCode::InvalidEnum, &format!("/decisions/{id}/referral_destinations/other")));
+
+    let view = assert_accepted(upload_raw(&mut tablet, |doc| {
+        forge_decision(doc, &id, chief.staff, "close", true, &["hello_work", "community_general_support_center"]);
+    }));
+    assert_eq!(view.decisions[&id.parse().unwrap()].referral_destinations.len(), 2);
+}
+
+#[test]
+fn only_supervisors_record_and_amend_meeting_decisions() {
+    let mut case = Case::new();
+    let (sato, chief) = (case.sato, case.chief);
+    let id = DecisionId::new_random().to_string();
+
+    // Sato records the meeting's decision from her phone.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_decision(doc, &id, sato.staff, "replan", false, &[]);
+    });
+    assert_refused(outcome, &one(ViolationCode::SupervisorOnly, &format!("/decisions/{id}")));
+
+    // The chief records it, but in another supervisor's name.
+    let mut tablet = case.replica_for(chief);
+    let outcome = upload_raw(&mut tablet.clone(), |doc| {
+        forge_decision(doc, &id, StaffId::new_random(), "replan", false, &[]);
+    });
+    assert_refused(outcome, &one(ViolationCode::AuthorMismatch, &format!("/decisions/{id}")));
+
+    // In her own name.
+    let decision = assert_accepted(upload(&mut tablet, |r| {
+        r.record_decision(NewDecision::new(date(2026, 11, 25), PlanVerdict::Replan).with_notes("次のプランで就労支援"))
+            .unwrap();
+    }))
+    .decisions
+    .into_keys()
+    .next()
+    .unwrap();
+    let mut phone = case.replica_for(sato);
+    phone.apply_changes(tablet.changes_since(&[])).unwrap();
+
+    // Sato adds to its notes.
+    let outcome = upload_raw(&mut phone, |doc| {
+        let notes = obj(doc, &["decisions", &decision.to_string(), "notes"]);
+        doc.splice_text(&notes, 0, 0, "【佐藤】").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::SupervisorOnly, &format!("/decisions/{decision}")));
+
+    // The chief may, through the operation.
+    let view = assert_accepted(upload(&mut tablet, |r| {
+        r.amend_form_text(FormText::DecisionNotes(decision), "次のプランで就労支援。家計改善も").unwrap();
+    }));
+    assert_eq!(view.decisions[&decision].notes, "次のプランで就労支援。家計改善も");
+}
+
+#[test]
+fn counsellors_and_supervisors_add_plans_and_evaluations_in_their_own_name() {
+    let mut case = Case::new();
+    let (sato, ito, chief) = (case.sato, case.ito, case.chief);
+    let plan = PlanId::new_random().to_string();
+    let evaluation = EvaluationId::new_random().to_string();
+
+    // Sato writes a plan and an evaluation in Ito's name.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        forge_plan(doc, &plan, ito.staff);
+        forge_evaluation(doc, &evaluation, ito.staff);
+    });
+    assert_refused(
+        outcome,
+        &[
+            (ViolationCode::AuthorMismatch, &format!("/plans/{plan}")),
+            (ViolationCode::AuthorMismatch, &format!("/evaluations/{evaluation}")),
+        ],
+    );
+
+    // In her own name, they are hers.
+    let view = assert_accepted(upload_raw(&mut case.phone, |doc| {
+        forge_plan(doc, &plan, sato.staff);
+        forge_evaluation(doc, &evaluation, sato.staff);
+    }));
+    assert_eq!(view.plans[&plan.parse().unwrap()].author, sato.staff);
+    assert_eq!(view.evaluations[&evaluation.parse().unwrap()].evaluator, sato.staff);
+
+    // The author and the round are fixed; the rest another counsellor or the chief may amend.
+    let mut ito_phone = case.replica_for(ito);
+    let outcome = upload_raw(&mut ito_phone.clone(), |doc| {
+        let p = obj(doc, &["plans", &plan]);
+        doc.put(&p, "author", ito.staff.to_string()).unwrap();
+        let e = obj(doc, &["evaluations", &evaluation]);
+        doc.put(&e, "round", 2).unwrap();
+    });
+    assert_refused(
+        outcome,
+        &[
+            (ViolationCode::ImmutableField, &format!("/plans/{plan}/author")),
+            (ViolationCode::ImmutableField, &format!("/evaluations/{evaluation}/round")),
+        ],
+    );
+    let plan_id: PlanId = plan.parse().unwrap();
+    assert_accepted(upload(&mut ito_phone, |r| {
+        r.add_plan_action(plan_id, NewPlanAction::new("家族", "家事の分担")).unwrap();
+    }));
+    let view = assert_accepted(upload(&mut case.replica_for(chief), |r| {
+        r.amend_form_text(FormText::PlanGoals(plan_id), "家計を立て直す").unwrap();
+    }));
+    assert_eq!(view.plans[&plan_id].goals, "家計を立て直す");
+
+    // A meeting tablet writes no form; neither does the server on its own.
+    let outcome = upload_raw(&mut case.replica_for(with_role(Role::MeetingTablet)), |doc| {
+        forge_plan(doc, &PlanId::new_random().to_string(), chief.staff);
+    });
+    assert_refused(outcome, &one(ViolationCode::ReadOnlyRole, "/"));
+    let mut server = AutoCommit::load(&case.phone.save()).unwrap().with_actor(ActorId::random());
+    let other_plan = PlanId::new_random().to_string();
+    match upload_doc(&mut server, Acting::Server, |doc| {
+        forge_plan(doc, &other_plan, chief.staff);
+    }) {
+        Err(BatchError::Refused(violations)) => assert!(
+            violations.iter().all(|v| v.code == ViolationCode::ReadOnlyRole)
+                && violations.iter().any(|v| v.path == format!("/plans/{other_plan}")),
+            "{violations:#?}"
+        ),
+        other => panic!("the server's own change must not add a plan, got {other:#?}"),
+    }
+}
+
+#[test]
+fn forms_and_their_rows_are_never_deleted() {
+    let mut case = Case::new();
+    let plan = case
+        .phone
+        .add_plan(NewPlan::new(1, date(2026, 11, 10)).with_action(NewPlanAction::new("本人", "通院")))
+        .unwrap();
+    let row = *case.phone.view().unwrap().plans[&plan].actions.keys().next().unwrap();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let plans = obj(doc, &["plans"]);
+        doc.delete(&plans, plan.to_string()).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::DeletedEntity, &format!("/plans/{plan}")));
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let actions = obj(doc, &["plans", &plan.to_string(), "actions"]);
+        doc.delete(&actions, row.to_string()).unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::DeletedEntity, &format!("/plans/{plan}/actions/{row}")));
+
+    // A row is amended instead.
+    let view = assert_accepted(upload_raw(&mut case.phone, |doc| {
+        let r = obj(doc, &["plans", &plan.to_string(), "actions", &row.to_string()]);
+        doc.put(&r, "frequency", "月2回").unwrap();
+    }));
+    assert_eq!(view.plans[&plan].actions[&row].frequency, "月2回");
+}
+
+#[test]
+fn forms_follow_the_schema() {
+    let mut case = Case::new();
+    let (sato, chief) = (case.sato, case.chief);
+    let plan = PlanId::new_random().to_string();
+    let evaluation = EvaluationId::new_random().to_string();
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let p = forge_plan(doc, &plan, sato.staff);
+        doc.put(&p, "round", 0).unwrap();
+        doc.put(&p, "drafted_on", "2026-11-31").unwrap();
+        doc.put(&p, "period_until", "2026-10-01").unwrap();
+        doc.put(&p, "owner", "佐藤").unwrap();
+        let e = forge_evaluation(doc, &evaluation, sato.staff);
+        doc.put(&e, "wish", "maybe").unwrap();
+        let changes = obj(doc, &["evaluations", &evaluation, "observed_changes"]);
+        doc.put(&changes, "other", true).unwrap();
+        doc.put(&e, "observed_other", " ").unwrap();
+    });
+    let (p, e) = (format!("/plans/{plan}"), format!("/evaluations/{evaluation}"));
+    assert_refused(
+        outcome,
+        &[
+            (ViolationCode::Inconsistent, &format!("{p}/round")),
+            (ViolationCode::InvalidDate, &format!("{p}/drafted_on")),
+            (ViolationCode::UnknownField, &format!("{p}/owner")),
+            (ViolationCode::InvalidEnum, &format!("{e}/wish")),
+            (ViolationCode::InvalidEnum, &format!("{e}/observed_changes/other")),
+            (ViolationCode::MissingField, &format!("{e}/observed_other")),
+        ],
+    );
+
+    // A decision without its verdict, with a text where the date belongs.
+    let id = DecisionId::new_random().to_string();
+    let outcome = upload_raw(&mut case.replica_for(chief), |doc| {
+        let d = forge_decision(doc, &id, chief.staff, "close", false, &[]);
+        doc.delete(&d, "verdict").unwrap();
+        let text = doc.put_object(&d, "meeting_on", ObjType::Text).unwrap();
+        doc.splice_text(&text, 0, 0, "2026-11-25").unwrap();
+    });
+    let d = format!("/decisions/{id}");
+    assert_refused(
+        outcome,
+        &[
+            (ViolationCode::MissingField, &format!("{d}/verdict")),
+            (ViolationCode::WrongType, &format!("{d}/meeting_on")),
+        ],
+    );
+
+    // The plan period ends before the plan: inconsistent.
+    let outcome = upload_raw(&mut case.phone.clone(), |doc| {
+        let p = forge_plan(doc, &plan, sato.staff);
+        doc.put(&p, "period_until", "2026-10-01").unwrap();
+    });
+    assert_refused(outcome, &one(ViolationCode::Inconsistent, &format!("{p}/period_until")));
+
+    assert_accepted(upload_raw(&mut case.phone, |doc| {
+        let p = forge_plan(doc, &plan, sato.staff);
+        doc.put(&p, "period_until", "2027-03-31").unwrap();
+        doc.put(&p, "next_monitoring_on", "2026-12-10").unwrap();
+        forge_evaluation(doc, &evaluation, sato.staff);
+    }));
+}
+
+#[test]
+fn two_devices_adding_forms_concurrently_merge_and_validate() {
+    let mut case = Case::new();
+    let heads = case.phone.heads();
+    let mut server = case.phone.doc_mut().document().clone();
+    let mut ito_phone = case.replica_for(case.ito);
+    let mut tablet = case.replica_for(case.chief);
+    let plan = case.phone.add_plan(NewPlan::new(1, date(2026, 11, 10)).with_goals("家計を立て直す")).unwrap();
+    let evaluation = ito_phone
+        .add_evaluation(NewEvaluation::new(1, date(2026, 11, 20)).with_change(ObservedChange::JobSearch))
+        .unwrap();
+    let decision = tablet
+        .record_decision(NewDecision::new(date(2026, 11, 25), PlanVerdict::Close).referred_to(["hello_work"]))
+        .unwrap();
+    tablet.set_status(CaseStatus::Closed).unwrap();
+    for (replica, acting) in [(&mut case.phone, case.sato), (&mut ito_phone, case.ito), (&mut tablet, case.chief)] {
+        let raw = raw_changes(replica.doc_mut(), &heads);
+        server = apply_and_validate(&server, &raw, &Acting::Staff(acting)).unwrap().0;
+    }
+    let view = crate::document::read_case(&server).view.unwrap();
+    assert!(view.plans.contains_key(&plan) && view.evaluations.contains_key(&evaluation));
+    assert!(view.decisions.contains_key(&decision));
+    assert_eq!(view.status, CaseStatus::Closed);
 }

@@ -23,14 +23,14 @@ pub enum ViolationCode {
     ImmutableField,
     /// Only the server assigns the case number.
     ServerOnlyField,
-    /// Only supervisors may do this (reviews, assignment).
+    /// Only supervisors may do this (reviews, assignment, meeting decisions).
     SupervisorOnly,
     /// This role may not write to case documents at all (meeting tablet, administrator).
     ReadOnlyRole,
     /// A counsellor may amend only activities they recorded themselves.
     NotOwnActivity,
-    /// A new activity's `recorded_by` / `device_id` (or a review's `by`, a void's `by`) is not
-    /// the acting staff member / device.
+    /// A new activity's `recorded_by` / `device_id` (or a review's `by`, a void's `by`, a
+    /// form's author) is not the acting staff member / device.
     AuthorMismatch,
     /// A required field is missing.
     MissingField,
@@ -54,6 +54,12 @@ pub enum ViolationCode {
     TooLong,
     /// A collection has more entries than allowed.
     TooMany,
+    /// A change set the case's status to `closed`, but the case holds no meeting decision
+    /// with the verdict `close` (closing requires a meeting decision).
+    ClosingWithoutDecision,
+    /// A meeting decision says the person was referred on to other agencies but names no
+    /// referral destination (neither a catalogue key nor `referral_other`).
+    ReferralWithoutDestination,
 }
 
 impl ViolationCode {
@@ -81,6 +87,8 @@ impl ViolationCode {
             Self::UnknownField => "unknown_field",
             Self::TooLong => "too_long",
             Self::TooMany => "too_many",
+            Self::ClosingWithoutDecision => "closing_without_decision",
+            Self::ReferralWithoutDestination => "referral_without_destination",
         }
     }
 
@@ -107,6 +115,8 @@ impl ViolationCode {
         Self::UnknownField,
         Self::TooLong,
         Self::TooMany,
+        Self::ClosingWithoutDecision,
+        Self::ReferralWithoutDestination,
     ];
 }
 

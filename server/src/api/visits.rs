@@ -1,0 +1,421 @@
+//! The visit log (訪問・活動記録) of the supervisors' API (`docs/api.md` section 6):
+//! activities across the cases the caller may see, newest first, filtered and paged by key,
+//! answered from the `activities` projection (indexed by municipality and start time), never
+//! by loading documents.
+//!
+//! - `GET /v1/visits`: JSON pages;
+//! - `GET /v1/visits.csv`: the same rows as a CSV file (UTF-8 with BOM, Japanese headings),
+//!   for a date range of at most [`MAX_EXPORT_DAYS`] days.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use actix_web::{web, HttpResponse};
+use chrono::{NaiveDate, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+use tsunagi_sync::document::{format_date, parse_date};
+use tsunagi_sync::domain::{ActivityKind, ContactChannel, ContactOutcome, Place, Role, VisitOutcome};
+use tsunagi_sync::ids::{ActivityId, CaseId, FiscalYear, StaffId, JAPAN};
+
+use super::support::{self, invalid, Labelled};
+use crate::auth::AuthenticatedDevice;
+use crate::error::ApiFailure;
+use crate::startup::AppState;
+use crate::store::schema::{activities, cases};
+use crate::store::visibility::{self, Scope};
+use crate::store::{audit, DbConnection, StoreError};
+
+/// The longest date range one CSV export covers.
+pub const MAX_EXPORT_DAYS: i64 = 400;
+
+/// Registers the routes of this module.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/visits", web::get().to(list)).route("/v1/visits.csv", web::get().to(export));
+}
+
+/// Roles that read visit logs.
+const READERS: &[Role] = &[Role::Supervisor, Role::Counsellor];
+
+/// The query of `GET /v1/visits` (every filter optional; all given must hold).
+#[derive(Debug, Default, Deserialize)]
+pub struct VisitQuery {
+    counsellor: Option<String>,
+    case: Option<String>,
+    area: Option<String>,
+    kind: Option<String>,
+    outcome: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    voided: Option<String>,
+    reviewed: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// The filters, parsed.
+#[derive(Debug, Clone, Default)]
+struct Filters {
+    counsellor: Option<StaffId>,
+    case: Option<CaseId>,
+    area: Option<String>,
+    kind: Option<ActivityKind>,
+    outcome: Option<String>,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    voided: Option<bool>,
+    reviewed: Option<bool>,
+    after: Option<(NaiveDateTime, String)>,
+}
+
+fn parse_outcome(raw: &str) -> Result<String, String> {
+    if VisitOutcome::from_key(raw).is_ok() || ContactOutcome::from_key(raw).is_ok() {
+        Ok(raw.to_owned())
+    } else {
+        Err("not a visit or contact outcome".into())
+    }
+}
+
+/// The opaque `next` value: the start time in microseconds and the activity id of the last
+/// row of a page.
+fn encode_cursor(started_at: NaiveDateTime, id: &str) -> String {
+    format!("{}.{}", started_at.and_utc().timestamp_micros(), id)
+}
+
+fn decode_cursor(raw: &str) -> Result<(NaiveDateTime, String), &'static str> {
+    let bad = "not a value of `next` from a previous page";
+    let (micros, id) = raw.split_once('.').ok_or(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad)?;
+    let at = chrono::DateTime::from_timestamp_micros(micros).ok_or(bad)?.naive_utc();
+    let id = ActivityId::parse(id).map_err(|_| bad)?;
+    Ok((at, id.to_string()))
+}
+
+impl Filters {
+    fn parse(q: &VisitQuery) -> Result<Self, ApiFailure> {
+        let date = |field: &str, value: &Option<String>| {
+            support::param(field, value, |raw| parse_date(raw).ok_or("expected a date YYYY-MM-DD"))
+        };
+        let filters = Filters {
+            counsellor: support::param("counsellor", &q.counsellor, StaffId::parse)?,
+            case: support::param("case", &q.case, CaseId::parse)?,
+            area: q.area.as_deref().map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned),
+            kind: support::param("kind", &q.kind, ActivityKind::from_key)?,
+            outcome: support::param("outcome", &q.outcome, parse_outcome)?,
+            from: date("from", &q.from)?,
+            to: date("to", &q.to)?,
+            voided: support::bool_param("voided", &q.voided)?,
+            reviewed: support::bool_param("reviewed", &q.reviewed)?,
+            after: support::param("after", &q.after, decode_cursor)?,
+        };
+        if let (Some(from), Some(to)) = (filters.from, filters.to) {
+            if from > to {
+                return Err(invalid("from", "is after `to`"));
+            }
+        }
+        Ok(filters)
+    }
+}
+
+/// One activity as the visit log shows it.
+#[derive(Debug, Serialize)]
+pub struct VisitRow {
+    #[serde(skip)]
+    at: NaiveDateTime,
+    activity_id: String,
+    case_id: String,
+    case_number: Option<String>,
+    kind: Labelled,
+    started_at: String,
+    date: String,
+    recorded_by: StaffName,
+    device_id: String,
+    place: Labelled,
+    outcome: Option<Labelled>,
+    letter_left: bool,
+    channel: Option<Labelled>,
+    agency: Option<String>,
+    follow_up_on: Option<String>,
+    narrative: String,
+    voided: bool,
+    reviewed: bool,
+    area: Option<String>,
+}
+
+/// A staff member and their display name.
+#[derive(Debug, Serialize)]
+pub struct StaffName {
+    id: String,
+    name: Option<String>,
+}
+
+/// A page of the visit log.
+#[derive(Debug, Serialize)]
+pub struct VisitPage {
+    visits: Vec<VisitRow>,
+    next: Option<String>,
+}
+
+type ActivityRow = (
+    String,
+    String,
+    String,
+    NaiveDateTime,
+    String,
+    String,
+    String,
+    Option<String>,
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    bool,
+    bool,
+    Option<String>,
+    String,
+);
+
+fn outcome_label(kind: ActivityKind, key: &str) -> Option<Labelled> {
+    match kind {
+        ActivityKind::Visit => VisitOutcome::from_key(key).ok().map(|o| Labelled::of(o.as_key(), o.label())),
+        ActivityKind::ContactAttempt => ContactOutcome::from_key(key).ok().map(|o| Labelled::of(o.as_key(), o.label())),
+        _ => None,
+    }
+}
+
+/// Loads up to `limit` rows matching `filters` that `who` may see, newest first, and writes
+/// one audit row per case shown. Returns the rows and whether more follow.
+fn load(
+    conn: &mut DbConnection,
+    who: &AuthenticatedDevice,
+    filters: &Filters,
+    limit: i64,
+    action: &str,
+) -> Result<(Vec<VisitRow>, bool), StoreError> {
+    let mut query = activities::table
+        .select((
+            activities::activity_id,
+            activities::case_id,
+            activities::kind,
+            activities::started_at,
+            activities::local_date,
+            activities::recorded_by,
+            activities::device_id,
+            activities::outcome,
+            activities::letter_left,
+            activities::channel,
+            activities::agency,
+            activities::follow_up_on,
+            activities::narrative,
+            activities::voided,
+            activities::reviewed,
+            activities::area,
+            activities::place,
+        ))
+        .order((activities::started_at.desc(), activities::activity_id.desc()))
+        .limit(limit + 1)
+        .into_boxed();
+    match visibility::scope(conn, support::viewer(who))? {
+        Scope::Municipality(m) => query = query.filter(activities::municipality.eq(m)),
+        Scope::Cases(ids) => query = query.filter(activities::case_id.eq_any(ids)),
+    }
+    if let Some(staff) = filters.counsellor {
+        query = query.filter(activities::recorded_by.eq(staff.to_string()));
+    }
+    if let Some(case) = filters.case {
+        query = query.filter(activities::case_id.eq(case.to_string()));
+    }
+    if let Some(area) = &filters.area {
+        query = query.filter(activities::area.eq(area.clone()));
+    }
+    if let Some(kind) = filters.kind {
+        query = query.filter(activities::kind.eq(kind.as_key()));
+    }
+    if let Some(outcome) = &filters.outcome {
+        query = query.filter(activities::outcome.eq(outcome.clone()));
+    }
+    if let Some(from) = filters.from {
+        query = query.filter(activities::local_date.ge(format_date(from)));
+    }
+    if let Some(to) = filters.to {
+        query = query.filter(activities::local_date.le(format_date(to)));
+    }
+    if let Some(voided) = filters.voided {
+        query = query.filter(activities::voided.eq(voided));
+    }
+    if let Some(reviewed) = filters.reviewed {
+        query = query.filter(activities::reviewed.eq(reviewed));
+    }
+    if let Some((at, id)) = &filters.after {
+        query = query.filter(
+            activities::started_at
+                .lt(*at)
+                .or(activities::started_at.eq(*at).and(activities::activity_id.lt(id.clone()))),
+        );
+    }
+    let mut rows: Vec<ActivityRow> = query.load(conn)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+
+    let case_ids: BTreeSet<String> = rows.iter().map(|r| r.1.clone()).collect();
+    let numbers: BTreeMap<String, Option<String>> = cases::table
+        .filter(cases::case_id.eq_any(case_ids.iter().cloned().collect::<Vec<_>>()))
+        .select((cases::case_id, cases::case_number))
+        .load::<(String, Option<String>)>(conn)?
+        .into_iter()
+        .collect();
+    let names = support::staff_names(conn, rows.iter().map(|r| r.5.clone()))?;
+    let at = Utc::now().naive_utc();
+    for case in &case_ids {
+        if let Ok(case) = CaseId::parse(case) {
+            audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(&case), action, "activities")?;
+        }
+    }
+    let visits = rows
+        .into_iter()
+        .filter_map(|r| {
+            let (id, case_id, kind, started_at, date, recorded_by, device_id, outcome, letter_left, channel, agency) =
+                (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10);
+            let kind = ActivityKind::from_key(&kind).ok()?;
+            let place =
+                Place::from_key(&r.16).map(|p| Labelled::of(p.as_key(), p.label())).unwrap_or(Labelled::of("", ""));
+            Some(VisitRow {
+                at: started_at,
+                case_number: numbers.get(&case_id).cloned().flatten(),
+                activity_id: id,
+                case_id,
+                kind: Labelled::of(kind.as_key(), kind.label()),
+                started_at: tsunagi_sync::document::format_instant(started_at.and_utc().with_timezone(&JAPAN)),
+                date,
+                recorded_by: StaffName { name: names.get(&recorded_by).cloned(), id: recorded_by },
+                device_id,
+                place,
+                outcome: outcome.as_deref().and_then(|o| outcome_label(kind, o)),
+                letter_left,
+                channel: channel
+                    .as_deref()
+                    .and_then(|c| ContactChannel::from_key(c).ok())
+                    .map(|c| Labelled::of(c.as_key(), c.label())),
+                agency,
+                follow_up_on: r.11,
+                narrative: r.12,
+                voided: r.13,
+                reviewed: r.14,
+                area: r.15,
+            })
+        })
+        .collect();
+    Ok((visits, more))
+}
+
+/// `GET /v1/visits`.
+pub async fn list(
+    state: web::Data<AppState>,
+    who: AuthenticatedDevice,
+    query: web::Query<VisitQuery>,
+) -> Result<HttpResponse, ApiFailure> {
+    support::require_role(&who, READERS)?;
+    let filters = Filters::parse(&query)?;
+    let limit = support::limit_param(&query.limit, 50, 500)?;
+    let page = support::write(&state, move |conn| -> Result<VisitPage, StoreError> {
+        let (visits, more) = load(conn, &who, &filters, limit, "visits.read")?;
+        let next = match (more, visits.last()) {
+            (true, Some(last)) => Some(encode_cursor(last.at, &last.activity_id)),
+            _ => None,
+        };
+        Ok(VisitPage { visits, next })
+    })
+    .await?;
+    Ok(support::json(&page))
+}
+
+/// The most rows one CSV export holds.
+pub const MAX_EXPORT_ROWS: i64 = 100_000;
+
+/// `GET /v1/visits.csv`: `from` and `to` are required (at most [`MAX_EXPORT_DAYS`] days).
+pub async fn export(
+    state: web::Data<AppState>,
+    who: AuthenticatedDevice,
+    query: web::Query<VisitQuery>,
+) -> Result<HttpResponse, ApiFailure> {
+    support::require_role(&who, READERS)?;
+    let mut filters = Filters::parse(&query)?;
+    filters.after = None;
+    let (Some(from), Some(to)) = (filters.from, filters.to) else {
+        return Err(invalid("from", "an export needs both `from` and `to` dates"));
+    };
+    if (to - from).num_days() >= MAX_EXPORT_DAYS {
+        return Err(invalid("to", format!("an export covers at most {MAX_EXPORT_DAYS} days")));
+    }
+    let (rows, more) =
+        support::write(&state, move |conn| load(conn, &who, &filters, MAX_EXPORT_ROWS, "visits.export")).await?;
+    if more {
+        return Err(invalid("from", format!("more than {MAX_EXPORT_ROWS} rows; export a shorter range")));
+    }
+    let (first, last) = (FiscalYear::containing(from), FiscalYear::containing(to));
+    let years = if first == last {
+        first.japanese_label()
+    } else {
+        format!("{}〜{}", first.japanese_label(), last.japanese_label())
+    };
+    let mut out = String::new();
+    support::csv_record(&mut out, [format!("{years} 活動記録 ({}〜{})", format_date(from), format_date(to))]);
+    support::csv_record(
+        &mut out,
+        [
+            "受付番号",
+            "日付",
+            "開始時刻",
+            "種別",
+            "結果",
+            "置き手紙",
+            "連絡手段",
+            "関係機関",
+            "場所",
+            "記録者",
+            "次回予定",
+            "確認済み",
+            "無効",
+            "経過記録",
+        ],
+    );
+    let yes = |b: bool| if b { "○" } else { "" };
+    for row in rows {
+        let time = row.started_at.get(11..16).unwrap_or("").to_owned();
+        support::csv_record(
+            &mut out,
+            [
+                row.case_number.unwrap_or_default(),
+                row.date,
+                time,
+                row.kind.label.to_owned(),
+                row.outcome.map(|o| o.label.to_owned()).unwrap_or_default(),
+                yes(row.letter_left).to_owned(),
+                row.channel.map(|c| c.label.to_owned()).unwrap_or_default(),
+                row.agency.unwrap_or_default(),
+                row.place.label.to_owned(),
+                row.recorded_by.name.unwrap_or(row.recorded_by.id),
+                row.follow_up_on.unwrap_or_default(),
+                yes(row.reviewed).to_owned(),
+                yes(row.voided).to_owned(),
+                row.narrative,
+            ],
+        );
+    }
+    Ok(support::csv(&format!("visits-{}-{}.csv", format_date(from), format_date(to)), out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let at = chrono::DateTime::from_timestamp_micros(1_762_219_800_123_456).unwrap().naive_utc();
+        let id = ActivityId::new_random().to_string();
+        assert_eq!(decode_cursor(&encode_cursor(at, &id)).unwrap(), (at, id));
+        for bad in ["", "x", "12.not-an-id", "abc.3f1c2b1e-0000-4000-8000-000000000000"] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}

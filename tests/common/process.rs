@@ -1,0 +1,111 @@
+//! Real processes for end-to-end tests: a child process that is killed and reaped even when
+//! an assertion fails, and `tsunagi serve` started (and started again) on a database of the
+//! test's own, configured by environment variables exactly as an operator would.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `tsunagi` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tsunagi");
+
+/// A child process killed (SIGKILL) and reaped when dropped, even when an assertion fails.
+pub struct Guard(pub Option<Child>);
+
+impl Guard {
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the child is running")
+    }
+
+    /// Kills (SIGKILL) and reaps the child; returns its standard output and error.
+    pub fn kill(&mut self) -> (String, String) {
+        let mut child = self.0.take().expect("the child is running");
+        let _ = child.kill();
+        collect(child)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for `child`; returns its standard output and error.
+pub fn collect(child: Child) -> (String, String) {
+    let output = child.wait_with_output().expect("the child is reaped");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// A free port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `tsunagi serve` process (and the environment to start it again on the same database).
+pub struct Server {
+    /// The environment of every `tsunagi` command (database URL, bind address, signing key).
+    pub env: Vec<(String, String)>,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its log file (appended to at every start).
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command.args(args).env_clear().env("RUST_LOG", "warn");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    /// Runs `tsunagi admin …` on the server's database; returns stdout, panics on failure.
+    pub fn admin(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = self
+            .command(&[&["admin"], args].concat())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the tsunagi binary runs");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        let output = child.wait_with_output().expect("the tsunagi binary finishes");
+        let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "tsunagi admin {args:?} failed: {err}\n{out}");
+        out.trim().to_owned()
+    }
+
+    /// Starts `tsunagi serve` and waits (bounded) until it answers on its port.
+    pub fn start(&self) -> Guard {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = self
+            .command(&["serve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("the tsunagi binary runs");
+        let mut guard = Guard(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return guard;
+            }
+            if let Some(status) = guard.child().try_wait().unwrap() {
+                panic!("tsunagi serve exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap());
+            }
+            assert!(Instant::now() < deadline, "tsunagi serve did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
