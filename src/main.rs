@@ -69,6 +69,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any PostgreSQL connection (serve, migrate, admin, bench, demo): see the function.
+    tsunagi_server::store::prepare_libpq();
     // clap exits with 2 on wrong usage (and 0 for --help / --version).
     match run(Cli::parse()) {
         Ok(code) => code,

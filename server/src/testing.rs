@@ -42,6 +42,7 @@ impl TestDatabase {
                 Self { url, dir: Some(dir), postgres: None }
             }
             Backend::Postgres => {
+                crate::store::prepare_libpq();
                 let admin = admin_url();
                 let mut conn = PgConnection::establish(&admin).unwrap_or_else(|e| {
                     panic!("PostgreSQL tests need a server at {admin} (set TSUNAGI_TEST_POSTGRES_URL): {e}")

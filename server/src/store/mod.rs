@@ -102,6 +102,19 @@ impl From<r2d2::PoolError> for StoreError {
     }
 }
 
+/// Makes libpq safe to use from many threads in a process that later exits.
+///
+/// libpq uses the system OpenSSL. Whoever initialises OpenSSL first decides whether it
+/// registers `OPENSSL_cleanup` to run at `exit()`; libpq lets it. That cleanup frees
+/// OpenSSL's global state while other threads (pool connections, workers, the runtime's
+/// blocking threads) may still be running and freeing their own OpenSSL state, which corrupts
+/// the heap ("double free or corruption" as the process ends). Initialising OpenSSL here
+/// first, without the exit-time cleanup, leaves that memory to the operating system. Call it
+/// before the process opens its first PostgreSQL connection; calling it again is a no-op.
+pub fn prepare_libpq() {
+    openssl_sys::init();
+}
+
 /// Opens connections for the pool, of the backend the URL names (never guessing).
 #[derive(Debug)]
 pub struct Manager {
@@ -163,8 +176,9 @@ impl Database {
     /// Connects (lazily: the pool opens connections as needed). A SQLite file and its
     /// directory are created if missing.
     pub fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
-        if let DatabaseUrl::Sqlite(path) = url {
-            prepare_sqlite_file(path)?;
+        match url {
+            DatabaseUrl::Sqlite(path) => prepare_sqlite_file(path)?,
+            DatabaseUrl::Postgres(_) => prepare_libpq(),
         }
         // SQLite has one writer anyway; a few readers share the file.
         let size = match url {
