@@ -28,7 +28,8 @@ use tsunagi_sync::ids::{CaseId, CaseNumber};
 use tsunagi_sync::ops::{CaseReplica, NewCase, OpError};
 use tsunagi_sync::session::{CaseEvent, SyncReport};
 use tsunagi_sync::wire::{
-    ApiError, Bytes, DocumentErrorCode, DocumentStatus, Format, Hash, PurgeReason, SyncRequest, SyncResponse, SYNC_PATH,
+    ApiError, Bytes, DocumentErrorCode, DocumentStatus, DocumentUpload, Format, Hash, PurgeReason, SyncRequest,
+    SyncResponse, SYNC_PATH,
 };
 
 use common::phone::{municipality, sorted, Phone};
@@ -42,6 +43,8 @@ on_both_backends!(
     sending_the_same_batch_twice_is_a_no_op,
     a_phone_killed_before_reading_the_answer_resumes_without_loss_or_duplicates,
     with_nothing_new_a_sync_is_one_empty_round_trip,
+    with_its_cursor_a_device_lists_nothing_and_gets_only_what_others_recorded,
+    an_answer_lost_on_the_way_is_answered_again_from_the_old_cursor,
     malformed_and_mistyped_bodies_get_a_clear_400_or_415_and_change_nothing,
     no_token_or_a_garbage_token_is_unauthenticated_and_changes_nothing,
     a_body_over_the_limit_is_refused_and_the_phone_sends_it_in_portions,
@@ -194,6 +197,14 @@ async fn sync_raw(app: &TestApp, token: &str, request: &SyncRequest) -> SyncResp
     SyncResponse::decode(Format::Cbor, &body).expect("a SyncResponse")
 }
 
+/// A JSON answer without its `cursor` (which every answer has, and which differs from one
+/// answer to the next), after checking that it has one.
+fn without_cursor(mut answer: Value) -> Value {
+    let cursor = answer.as_object_mut().and_then(|o| o.remove("cursor"));
+    assert!(cursor.is_some_and(|c| c.is_string()), "every answer carries a cursor: {answer}");
+    answer
+}
+
 /// Sends a JSON body and returns the `200` answer as JSON.
 async fn sync_json(app: &TestApp, token: &str, body: &Value) -> Value {
     let response = post_sync(app, Some(token), Some("application/json"), serde_json::to_vec(body).unwrap()).await;
@@ -252,11 +263,13 @@ async fn a_case_opened_offline_gets_its_number_on_first_sync(backend: Backend) {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, visit.to_string());
 
-    // The next case opened offline gets the next number; the first keeps its own.
+    // The next case opened offline gets the next number; the first keeps its own (and,
+    // unchanged, is not even listed: the phone has a cursor).
     let second = phone.open_case();
     let report = phone.sync().await;
     assert_eq!(synced(&report, &second, 1, 1).serial(), 2);
-    assert_eq!(synced(&report, &case, 0, 0), number);
+    assert!(events(&report, &case).is_empty(), "{report:?}");
+    assert_eq!(phone.view(&case).case_number, Some(number));
     assert_eq!(phone.view(&second).case_number.map(|n| n.serial()), Some(2));
     assert_eq!(last_serial(&app), Some(2));
 }
@@ -359,11 +372,14 @@ async fn sending_the_same_batch_twice_is_a_no_op(backend: Backend) {
     let (request, sent) = phone.session.build_request(&phone.store).unwrap();
     assert_eq!(request.documents[0].changes.len(), 2);
 
-    let first = sync_raw(&app, &phone.token, &request).await;
+    let mut first = sync_raw(&app, &phone.token, &request).await;
     let after_first = record(&app, &case);
-    let second = sync_raw(&app, &phone.token, &request).await;
+    let mut second = sync_raw(&app, &phone.token, &request).await;
 
-    // The server answers exactly as the first time, and holds exactly what it held.
+    // The server answers exactly as the first time (but for the cursor: each answer has its
+    // own), and holds exactly what it held.
+    assert!(first.cursor.is_some() && second.cursor.is_some() && first.cursor != second.cursor);
+    (first.cursor, second.cursor) = (None, None);
     assert_eq!(second, first);
     let result = &second.documents[0];
     assert_eq!(result.status, DocumentStatus::Ok);
@@ -447,24 +463,126 @@ async fn with_nothing_new_a_sync_is_one_empty_round_trip(backend: Backend) {
 
     for device in [&mut phone, &mut colleague] {
         let before = record(&app, &case);
+        // With its cursor, a device lists no case it has nothing to send for.
         let request = device.next_request();
-        assert_eq!(request.documents.len(), 1);
-        assert!(request.documents[0].changes.is_empty(), "nothing to send");
+        assert!(request.cursor.is_some());
+        assert!(request.documents.is_empty(), "{}: nothing to send, nothing listed", device.who.login);
+        let body = Format::Cbor.encode(&request);
+        assert!(body.len() < 64, "an idle request is a few bytes, not {}", body.len());
 
         let report = device.sync().await;
         assert_eq!(report.rounds, 1, "{}: one request, one answer", device.who.login);
         assert_eq!((report.uploaded(), report.received()), (0, 0));
-        assert_eq!(
-            events(&report, &case),
-            [CaseEvent::Synced { uploaded: 0, received: 0, case_number: Some(number) }],
-            "{}",
-            device.who.login
-        );
+        assert!(events(&report, &case).is_empty(), "{}: {report:?}", device.who.login);
+        assert_eq!(device.view(&case).case_number, Some(number));
         assert_eq!(report.notable().count(), 0, "nothing to tell the user");
         assert!(!report.sync_again());
         assert_eq!(record(&app, &case), before, "the server changed nothing");
         assert_eq!(device.heads(&case), before.heads);
     }
+}
+
+/// 佐藤's phone and 鈴木's tablet hold the same case and have synced. 鈴木 logs a visit.
+/// 佐藤's phone, with nothing of its own to send, lists no case, and receives exactly the
+/// visit: not its own changes back, not the server's case number again.
+async fn with_its_cursor_a_device_lists_nothing_and_gets_only_what_others_recorded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let mut phone = Phone::sign_in(&app.address, &people.counsellor).await;
+    let case = phone.open_case();
+    phone.log_visit(&case, 10, "訪問");
+    phone.sync().await;
+    app.assign(&case, &people.counsellor2.staff, Assignment::Other).unwrap();
+    phone.sync().await;
+    let mut colleague = Phone::sign_in(&app.address, &people.counsellor2).await;
+    colleague.sync().await;
+    assert!(colleague.store.contains(&case));
+
+    // 佐藤 logs a visit of her own and syncs; the next answer does not send it back to her.
+    phone.log_visit(&case, 11, "再訪問");
+    assert_eq!(phone.sync().await.uploaded(), 1);
+    let visit = colleague.log_visit(&case, 12, "電話で近況を聞いた。");
+    let report = colleague.sync().await;
+    assert_eq!((report.uploaded(), report.received()), (1, 1), "up: the visit; down: 佐藤's visit");
+
+    let request = phone.next_request();
+    assert!(request.cursor.is_some() && request.documents.is_empty());
+    let report = phone.sync().await;
+    assert_eq!(report.rounds, 1);
+    assert_eq!(
+        events(&report, &case),
+        [CaseEvent::Synced { uploaded: 0, received: 1, case_number: phone.view(&case).case_number }]
+    );
+    assert!(phone.view(&case).activities.contains_key(&visit));
+    assert_eq!(phone.heads(&case), server_heads(&app, &case));
+    assert_eq!(phone.since(&case), server_heads(&app, &case));
+    // And then nothing more.
+    let report = phone.sync().await;
+    assert_eq!((report.uploaded(), report.received()), (0, 0));
+    assert!(report.events.is_empty(), "{report:?}");
+}
+
+/// protocol.md, section 9: a request with a cursor is answered as if every answer issued
+/// after that cursor's had never been sent. Each answer below is lost (the device never reads
+/// it), and the next sync, from the old cursor, brings the same again: a colleague's visit, a
+/// case newly assigned, and a purge — which, once the device has stored it, is not repeated.
+async fn an_answer_lost_on_the_way_is_answered_again_from_the_old_cursor(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let mut phone = Phone::sign_in(&app.address, &people.counsellor).await;
+    let case = phone.open_case();
+    phone.log_visit(&case, 10, "訪問");
+    phone.sync().await;
+    app.assign(&case, &people.counsellor2.staff, Assignment::Other).unwrap();
+    phone.sync().await;
+    let mut colleague = Phone::sign_in(&app.address, &people.counsellor2).await;
+    colleague.sync().await;
+
+    // A colleague's visit.
+    let visit = colleague.log_visit(&case, 12, "電話で近況を聞いた。");
+    colleague.sync().await;
+    let lost = sync_raw(&app, &phone.token, &phone.next_request()).await;
+    assert_eq!(lost.documents.iter().filter(|d| d.case_id == case && !d.changes.is_empty()).count(), 1);
+    let report = phone.sync().await;
+    assert_eq!(report.received(), 1, "{report:?}");
+    assert!(phone.view(&case).activities.contains_key(&visit));
+
+    // A case newly assigned to 佐藤.
+    let other = colleague.open_case();
+    colleague.sync().await;
+    app.assign(&other, &people.counsellor.staff, Assignment::Other).unwrap();
+    let lost = sync_raw(&app, &phone.token, &phone.next_request()).await;
+    assert_eq!(lost.assigned.iter().map(|a| a.case_id).collect::<Vec<_>>(), [other]);
+    assert!(!phone.store.contains(&other));
+    phone.sync().await;
+    assert!(phone.store.contains(&other), "the case comes whole again");
+    let report = phone.sync().await;
+    assert!(report.events.is_empty(), "and then not again: {report:?}");
+
+    // A purge.
+    app.assign(&case, &people.counsellor2.staff, Assignment::Remove).unwrap();
+    let lost = sync_raw(&app, &colleague.token, &colleague.next_request()).await;
+    assert_eq!(lost.purge.iter().map(|p| (p.case_id, p.reason)).collect::<Vec<_>>(), [(case, PurgeReason::Unassigned)]);
+    assert!(colleague.store.contains(&case));
+    colleague.sync().await;
+    assert!(!colleague.store.contains(&case), "the purge is ordered again, and carried out");
+    assert!(held_by(&app, &colleague, &case), "until the tablet confirms it, the server remembers it");
+    let confirming = sync_raw(&app, &colleague.token, &colleague.next_request()).await;
+    assert!(confirming.purge.is_empty() && confirming.documents.is_empty(), "{confirming:?}");
+    assert!(!held_by(&app, &colleague, &case), "the tablet's cursor confirmed the purge");
+}
+
+/// Whether the server counts `phone` as holding `case`.
+fn held_by(app: &TestApp, phone: &Phone, case: &CaseId) -> bool {
+    use schema::device_cases;
+    let mut conn = app.db.conn().unwrap();
+    let rows: i64 = device_cases::table
+        .filter(device_cases::device_id.eq(phone.who.device.to_string()))
+        .filter(device_cases::case_id.eq(case.to_string()))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap();
+    rows > 0
 }
 
 async fn malformed_and_mistyped_bodies_get_a_clear_400_or_415_and_change_nothing(backend: Backend) {
@@ -604,8 +722,8 @@ async fn a_case_someone_may_not_see_is_answered_exactly_like_one_that_does_not_e
     let nowhere = CaseId::new_random();
     for since in [json!([]), json!(heads)] {
         let answer = |id: CaseId| json!({ "protocol": 1, "documents": [{ "case_id": id, "since": since.clone() }] });
-        let real = sync_json(&app, &suzuki.token, &answer(case)).await;
-        let unknown = sync_json(&app, &suzuki.token, &answer(nowhere)).await;
+        let real = without_cursor(sync_json(&app, &suzuki.token, &answer(case)).await);
+        let unknown = without_cursor(sync_json(&app, &suzuki.token, &answer(nowhere)).await);
         assert_eq!(real, json!({ "protocol": 1, "documents": [{ "case_id": case, "status": "not_found" }] }));
         assert_eq!(unknown, json!({ "protocol": 1, "documents": [{ "case_id": nowhere, "status": "not_found" }] }));
     }
@@ -615,7 +733,7 @@ async fn a_case_someone_may_not_see_is_answered_exactly_like_one_that_does_not_e
     let mut forged = CaseReplica::open(new, suzuki.actor()).unwrap();
     let changes: Vec<Bytes> = forged.changes_since(&[]).iter().map(Bytes::from).collect();
     let upload = json!({ "protocol": 1, "documents": [{ "case_id": case, "changes": changes }] });
-    let answer = sync_json(&app, &suzuki.token, &upload).await;
+    let answer = without_cursor(sync_json(&app, &suzuki.token, &upload).await);
     assert_eq!(answer, json!({ "protocol": 1, "documents": [{ "case_id": case, "status": "not_found" }] }));
     assert_eq!(record(&app, &case), before, "nothing changed");
     assert_eq!(totals(&app).2, 0, "and nothing was quarantined");
@@ -830,7 +948,10 @@ async fn every_trust_rule_refuses_quarantines_and_changes_nothing(backend: Backe
     assert!(report.events.is_empty(), "{report:?}");
     assert!(stranger.store.case_ids().is_empty());
     let answer = sync_json(&app, &stranger.token, &json!({ "protocol": 1, "documents": [{ "case_id": case }] })).await;
-    assert_eq!(answer, json!({ "protocol": 1, "documents": [{ "case_id": case, "status": "not_found" }] }));
+    assert_eq!(
+        without_cursor(answer),
+        json!({ "protocol": 1, "documents": [{ "case_id": case, "status": "not_found" }] })
+    );
 }
 
 async fn a_revoked_phone_is_refused_at_once_and_told_to_wipe(backend: Backend) {
@@ -943,26 +1064,32 @@ async fn a_counsellor_taken_off_a_case_receives_nothing_recorded_after_it(backen
     synced(&phone.sync().await, &case, 1, 2);
     assert_eq!(stored_changes(&app, &case).len(), when_access_ended.len() + 1);
 
-    // What 鈴木's phone sends next, and what it gets back.
-    let response = sync_raw(&app, &colleague.token, &colleague.next_request()).await;
-    assert_eq!(
-        response.purge.iter().map(|p| (p.case_id, p.reason)).collect::<Vec<_>>(),
-        [(case, PurgeReason::Unassigned)]
-    );
-    assert!(response.assigned.is_empty());
-    let result = response.documents.iter().find(|d| d.case_id == case).expect("a result for the case");
-    let mut delivered = colleague.store.load_doc(&case).unwrap().unwrap();
-    for bytes in &result.changes {
-        let change = automerge::Change::from_bytes(bytes.0.clone()).expect("a change");
-        assert!(
-            when_access_ended.contains(change.hash().0.as_slice()),
-            "{LEAK}: a change recorded after access ended was sent ({:?})",
-            result.status
+    // What 鈴木's phone sends next (with its cursor: the unchanged case is not listed), and
+    // a request without a cursor that lists the case: what each gets back.
+    let since: Vec<Hash> = colleague.since(&case).into_iter().map(Hash::from).collect();
+    let listing = SyncRequest::new(None, vec![DocumentUpload::new(case, since, vec![])]);
+    for request in [colleague.next_request(), listing] {
+        let response = sync_raw(&app, &colleague.token, &request).await;
+        assert_eq!(
+            response.purge.iter().map(|p| (p.case_id, p.reason)).collect::<Vec<_>>(),
+            [(case, PurgeReason::Unassigned)]
         );
-        delivered.apply_changes([change]).unwrap();
+        assert!(response.assigned.is_empty());
+        let mut delivered = colleague.store.load_doc(&case).unwrap().unwrap();
+        for result in response.documents.iter().filter(|d| d.case_id == case) {
+            for bytes in &result.changes {
+                let change = automerge::Change::from_bytes(bytes.0.clone()).expect("a change");
+                assert!(
+                    when_access_ended.contains(change.hash().0.as_slice()),
+                    "{LEAK}: a change recorded after access ended was sent ({:?})",
+                    result.status
+                );
+                delivered.apply_changes([change]).unwrap();
+            }
+        }
+        let view = tsunagi_sync::document::read_case(&delivered).view.expect("a case");
+        assert!(!view.activities.contains_key(&secret), "{LEAK}");
     }
-    let view = tsunagi_sync::document::read_case(&delivered).view.expect("a case");
-    assert!(!view.activities.contains_key(&secret), "{LEAK}");
 }
 
 /// 5 counsellors, each on a phone and a tablet, open 50 cases offline (5 per device) and sync

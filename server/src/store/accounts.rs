@@ -227,6 +227,16 @@ pub fn find_device(conn: &mut DbConnection, id: &DeviceId) -> Result<Option<Devi
     Ok(devices::table.find(id.to_string()).select(Device::as_select()).first(conn).optional()?)
 }
 
+/// Numbers the next sync response to `device` (1, 2, …), for its sync cursor. Call it in a
+/// write transaction: the device's row stays locked until it ends.
+pub fn next_sync_response(conn: &mut DbConnection, id: &DeviceId) -> Result<i64, StoreError> {
+    let id = id.to_string();
+    diesel::update(devices::table.find(&id))
+        .set(devices::sync_responses.eq(devices::sync_responses + 1))
+        .execute(conn)?;
+    Ok(devices::table.find(&id).select(devices::sync_responses).first(conn)?)
+}
+
 /// A device's staff member's devices, oldest first.
 pub fn devices_of(conn: &mut DbConnection, staff_id: &StaffId) -> Result<Vec<Device>, StoreError> {
     Ok(devices::table

@@ -4,12 +4,21 @@
 //! A document is loaded from its snapshot plus the changes stored after it. Every accepted
 //! change is appended with who sent it (staff, device) and when; now and then the snapshot
 //! is rewritten from the whole document so loading stays fast.
+//!
+//! Every transaction that writes a document ends its write with [`update`], which takes the
+//! next value of the database's **commit clock** (`sync_clock`) and stamps the document and
+//! the changes just stored with it. The clock's single row is updated in place, so a second
+//! writer waits for the first to commit before it takes its value: values are taken in commit
+//! order, and once a reader sees the clock at `c`, every write stamped `c` or less is committed
+//! and visible. The sync cursor builds on that ([`clock`], [`changed_since`]).
 
 use automerge::{Automerge, Change, ChangeHash};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{changes, documents};
+use diesel::sql_types::BigInt;
+
+use super::schema::{changes, documents, sync_clock};
 use super::{DbConnection, StoreError};
 use tsunagi_sync::ids::{CaseId, DeviceId, MunicipalityCode, StaffId};
 
@@ -34,6 +43,8 @@ pub struct DocumentRow {
     pub created_at: NaiveDateTime,
     /// Last written.
     pub updated_at: NaiveDateTime,
+    /// The commit clock of the last write.
+    pub clock: i64,
 }
 
 #[derive(Insertable)]
@@ -164,21 +175,98 @@ pub fn append_changes(
     Ok(())
 }
 
-/// Records the new heads, rewriting the snapshot when enough changes accumulated after it.
+/// Records the new heads, rewriting the snapshot when enough changes accumulated after it,
+/// and stamps the document and its newly stored changes with the next clock value. Every
+/// transaction that appends changes calls it last.
 pub fn update(
     conn: &mut DbConnection,
     row: &DocumentRow,
     doc: &Automerge,
     now: NaiveDateTime,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let heads = encode_heads(&doc.get_heads());
+    write_heads(conn, row, doc, &heads, now)?;
+    // Last, so that the clock's row is locked for as short a time as possible.
+    let clock = next_clock(conn)?;
+    diesel::update(changes::table.filter(changes::case_id.eq(&row.case_id)).filter(changes::clock.is_null()))
+        .set(changes::clock.eq(clock))
+        .execute(conn)?;
+    diesel::update(documents::table.find(&row.case_id)).set(documents::clock.eq(clock)).execute(conn)?;
+    Ok(clock)
+}
+
+#[derive(QueryableByName)]
+struct ClockValue {
+    #[diesel(sql_type = BigInt)]
+    value: i64,
+}
+
+/// Takes the next value of the commit clock (locking its row until the transaction ends).
+fn next_clock(conn: &mut DbConnection) -> Result<i64, StoreError> {
+    let sql = "UPDATE sync_clock SET value = value + 1 WHERE id = 1 RETURNING value";
+    let taken: ClockValue = diesel::sql_query(sql).get_result(conn)?;
+    Ok(taken.value)
+}
+
+/// The commit clock as committed now: every document write stamped with this value or less
+/// is visible, every later one will be stamped higher.
+pub fn clock(conn: &mut DbConnection) -> Result<i64, StoreError> {
+    Ok(sync_clock::table.find(1).select(sync_clock::value).first(conn)?)
+}
+
+/// The commit clock of the last write of `case`, if it exists.
+pub fn clock_of(conn: &mut DbConnection, case: &CaseId) -> Result<Option<i64>, StoreError> {
+    Ok(documents::table.find(case.to_string()).select(documents::clock).first(conn).optional()?)
+}
+
+/// Of `cases`, those written after clock value `after`, with the clock of their last write.
+pub fn changed_since(conn: &mut DbConnection, cases: &[String], after: i64) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut found = Vec::new();
+    // Bounded IN lists: SQLite allows at most 32,766 parameters per statement.
+    for chunk in cases.chunks(1_000) {
+        let rows: Vec<(String, i64)> = documents::table
+            .filter(documents::case_id.eq_any(chunk))
+            .filter(documents::clock.gt(after))
+            .select((documents::case_id, documents::clock))
+            .load(conn)?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+/// The raw changes of `case` stamped after clock value `after`, in the order they were
+/// stored (causal order), leaving out those `except` sent (it has them).
+pub fn changes_after(
+    conn: &mut DbConnection,
+    case: &str,
+    after: i64,
+    except: &DeviceId,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let rows: Vec<(Vec<u8>, Option<String>)> = changes::table
+        .filter(changes::case_id.eq(case))
+        .filter(changes::clock.gt(after))
+        .order(changes::seq.asc())
+        .select((changes::bytes, changes::device_id))
+        .load(conn)?;
+    let except = except.to_string();
+    Ok(rows.into_iter().filter(|(_, device)| device.as_deref() != Some(except.as_str())).map(|(b, _)| b).collect())
+}
+
+/// The heads and, when due, a new snapshot.
+fn write_heads(
+    conn: &mut DbConnection,
+    row: &DocumentRow,
+    doc: &Automerge,
+    heads: &[u8],
+    now: NaiveDateTime,
+) -> Result<(), StoreError> {
     let last_seq: Option<i64> =
         changes::table.filter(changes::case_id.eq(&row.case_id)).select(diesel::dsl::max(changes::seq)).first(conn)?;
     let last_seq = last_seq.unwrap_or(0);
     if last_seq - row.snapshot_seq >= SNAPSHOT_EVERY {
         diesel::update(documents::table.find(&row.case_id))
             .set((
-                documents::heads.eq(&heads),
+                documents::heads.eq(heads),
                 documents::snapshot.eq(doc.save()),
                 documents::snapshot_seq.eq(last_seq),
                 documents::updated_at.eq(now),
@@ -186,7 +274,7 @@ pub fn update(
             .execute(conn)?;
     } else {
         diesel::update(documents::table.find(&row.case_id))
-            .set((documents::heads.eq(&heads), documents::updated_at.eq(now)))
+            .set((documents::heads.eq(heads), documents::updated_at.eq(now)))
             .execute(conn)?;
     }
     Ok(())

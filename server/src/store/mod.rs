@@ -15,6 +15,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod device_cases;
 pub mod documents;
 pub mod forms;
 pub mod meetings;

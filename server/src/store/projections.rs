@@ -10,11 +10,11 @@ use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 
 use super::schema::{
-    activities, activity_topics, assignments, case_concerns, case_redirects, cases, device_cases, persons, reviews,
+    activities, activity_topics, assignments, case_concerns, case_redirects, cases, persons, reviews,
 };
 use super::{DbConnection, StoreError};
 use tsunagi_sync::document::{ActivityDetails, CaseView};
-use tsunagi_sync::ids::{CaseId, CaseNumber, DeviceId, FiscalYear, MunicipalityCode, JAPAN};
+use tsunagi_sync::ids::{CaseId, CaseNumber, FiscalYear, MunicipalityCode, JAPAN};
 
 #[derive(Insertable)]
 #[diesel(table_name = cases)]
@@ -269,43 +269,6 @@ pub fn next_case_number(
     CaseNumber::new(fiscal_year, serial).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Records that `device` holds `case` (received or uploaded it).
-pub fn device_holds(conn: &mut DbConnection, device: &DeviceId, case: &CaseId) -> Result<(), StoreError> {
-    let (d, c) = (device.to_string(), case.to_string());
-    let held = device_cases::table
-        .filter(device_cases::device_id.eq(&d))
-        .filter(device_cases::case_id.eq(&c))
-        .count()
-        .get_result::<i64>(conn)?;
-    if held == 0 {
-        diesel::insert_into(device_cases::table)
-            .values((device_cases::device_id.eq(&d), device_cases::case_id.eq(&c)))
-            .execute(conn)?;
-    }
-    Ok(())
-}
-
-/// Whether `device` has held `case` at some point.
-pub fn device_held(conn: &mut DbConnection, device: &DeviceId, case: &CaseId) -> Result<bool, StoreError> {
-    Ok(device_cases::table
-        .filter(device_cases::device_id.eq(device.to_string()))
-        .filter(device_cases::case_id.eq(case.to_string()))
-        .count()
-        .get_result::<i64>(conn)?
-        > 0)
-}
-
-/// Forgets that `device` holds `case` (after it was told to purge it).
-pub fn device_released(conn: &mut DbConnection, device: &DeviceId, case: &CaseId) -> Result<(), StoreError> {
-    diesel::delete(
-        device_cases::table
-            .filter(device_cases::device_id.eq(device.to_string()))
-            .filter(device_cases::case_id.eq(case.to_string())),
-    )
-    .execute(conn)?;
-    Ok(())
-}
-
 /// Rebuilds the projections of every stored case from its document, one case per
 /// transaction (after an upgrade whose migration added projected columns). Returns how many
 /// cases were projected. Safe to run while the server is serving: each case is locked while
@@ -327,6 +290,16 @@ pub fn reproject_all(db: &super::Database) -> Result<usize, StoreError> {
         done += 1;
     }
     Ok(done)
+}
+
+/// The case number of `case`, as projected, once the server has assigned it.
+pub fn case_number(conn: &mut DbConnection, case: &CaseId) -> Result<Option<CaseNumber>, StoreError> {
+    let number: Option<Option<String>> =
+        cases::table.find(case.to_string()).select(cases::case_number).first(conn).optional()?;
+    number
+        .flatten()
+        .map(|n| CaseNumber::parse(&n).map_err(|e| StoreError::Corrupt(format!("cases.case_number: {e}"))))
+        .transpose()
 }
 
 /// The case `case` was merged into, if it was (a duplicate household).

@@ -51,6 +51,7 @@ diesel::table! {
         label -> Text,
         registered_at -> Timestamp,
         revoked_at -> Nullable<Timestamp>,
+        sync_responses -> BigInt,
     }
 }
 
@@ -76,6 +77,7 @@ diesel::table! {
         snapshot_seq -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        clock -> BigInt,
     }
 }
 
@@ -89,6 +91,14 @@ diesel::table! {
         staff_id -> Nullable<Text>,
         device_id -> Nullable<Text>,
         received_at -> Timestamp,
+        clock -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    sync_clock (id) {
+        id -> Integer,
+        value -> BigInt,
     }
 }
 
@@ -260,6 +270,10 @@ diesel::table! {
     device_cases (device_id, case_id) {
         device_id -> Text,
         case_id -> Text,
+        sent_whole -> BigInt,
+        purge_sent -> Nullable<BigInt>,
+        synced_response -> BigInt,
+        synced_clock -> BigInt,
     }
 }
 
@@ -336,6 +350,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     documents,
     changes,
+    sync_clock,
     case_number_counters,
     cases,
     persons,

@@ -24,16 +24,17 @@ use tsunagi_sync::domain::Role;
 use tsunagi_sync::ids::{CaseId, CaseNumber, DeviceId, FiscalYear, MunicipalityCode, StaffId};
 use tsunagi_sync::validation::{self, Acting, Actor, BatchError, Violation, ViolationCode};
 use tsunagi_sync::wire::{
-    encode_cbor, AssignedDocument, Bytes, DocumentError, DocumentErrorCode, DocumentResult, DocumentUpload, Hash,
-    PurgeNotice, PurgeReason, SyncRequest, SyncResponse,
+    encode_cbor, AssignedDocument, Bytes, DocumentError, DocumentErrorCode, DocumentResult, DocumentStatus,
+    DocumentUpload, Hash, PurgeNotice, PurgeReason, SyncRequest, SyncResponse,
 };
 
 use crate::attention;
-use crate::store::audit;
+use crate::store::device_cases::{self, Synced};
 use crate::store::documents::{self, Sender};
 use crate::store::projections;
 use crate::store::quarantine::{self, Quarantined};
 use crate::store::visibility::{self, Viewer};
+use crate::store::{accounts, audit};
 use crate::store::{Database, DbConnection, StoreError};
 
 /// At most this many changes for one case in one request (`too_large` above).
@@ -126,23 +127,37 @@ impl SyncEngine {
     }
 
     /// Answers one sync request. Blocking: call it from a blocking thread.
+    ///
+    /// The response is numbered and the commit clock read **before** any case is handled, so
+    /// the cursor it returns never claims a change committed while it was being answered
+    /// (those come again next time, which is harmless: applying a change twice is a no-op).
     pub fn sync(&self, who: &Requester, request: SyncRequest) -> Result<SyncResponse, StoreError> {
+        let (number, clock, cursor) = self.db.write(|conn| {
+            let number = accounts::next_sync_response(conn, &who.device)?;
+            let clock = documents::clock(conn)?;
+            let cursor = request.cursor.as_ref().and_then(|c| Cursor::decode(c.as_slice(), &who.device, number, clock));
+            if let Some(cursor) = cursor {
+                device_cases::purges_confirmed(conn, &who.device, cursor.response)?;
+            }
+            Ok::<_, StoreError>((number, clock, cursor))
+        })?;
         let mut response = SyncResponse::new();
         let mut listed = HashSet::new();
         for upload in request.documents {
             if !listed.insert(upload.case_id) {
                 continue; // one entry per case; protocol.md lets the server ignore repeats
             }
-            let outcome = self.case(who, upload)?;
+            let outcome = self.case(who, upload, number)?;
             response.documents.push(outcome.result);
             response.purge.extend(outcome.purge);
         }
-        self.send_assigned(who, &listed, &mut response)?;
+        self.send_unlisted(who, &listed, cursor, number, &mut response)?;
+        response.cursor = Some(Cursor { response: number, clock }.encode(&who.device));
         Ok(response)
     }
 
     /// One case of the request, in one transaction.
-    fn case(&self, who: &Requester, upload: DocumentUpload) -> Result<CaseOutcome, StoreError> {
+    fn case(&self, who: &Requester, upload: DocumentUpload, number: i64) -> Result<CaseOutcome, StoreError> {
         let case = upload.case_id;
         let at = now();
         self.db.write(|conn| {
@@ -152,7 +167,7 @@ impl SyncEngine {
                 None => None,
             };
             let visible = row.is_some() && visibility::may_see(conn, who.viewer(), &case)?;
-            let held = projections::device_held(conn, &who.device, &case)?;
+            let held = device_cases::holds(conn, &who.device, &case)?;
             let not_found = CaseOutcome { result: DocumentResult::not_found(case), purge: None };
             match (&doc, visible || held) {
                 // Neither visible nor ever held: it may as well not exist.
@@ -172,51 +187,179 @@ impl SyncEngine {
                 may_read: row.is_none() || visible,
             };
             let doc = doc.unwrap_or_default();
+            let may_read = tx.may_read;
             let outcome = match &upload.sync_message {
                 Some(message) => tx.fallback(doc, message)?,
                 None => tx.upload(doc)?,
             };
             // Purge a case this device held but may no longer see, once its upload is in.
             let now_visible = visibility::may_see(conn, who.viewer(), &case)?;
-            let purge = if !now_visible && projections::device_held(conn, &who.device, &case)? {
-                projections::device_released(conn, &who.device, &case)?;
-                // A meeting tablet sees cases only through its open meetings: whatever took
-                // this one away (the meeting ended or its day passed, the case or the tablet
-                // left it, consent was withdrawn), the meeting is over for this case.
-                let merged = projections::merged_into(conn, &case)?.is_some();
-                let reason = match who.role {
-                    _ if merged => PurgeReason::Merged,
-                    Role::MeetingTablet => PurgeReason::MeetingEnded,
-                    Role::Counsellor => PurgeReason::Unassigned,
-                    // A supervisor loses a case by area, consent or assignment: access ended.
-                    Role::Supervisor | Role::Administrator => PurgeReason::AccessEnded,
-                };
-                Some(PurgeNotice { case_id: case, reason })
+            let purge = if !now_visible && device_cases::holds(conn, &who.device, &case)? {
+                device_cases::purge_sent(conn, &who.device, &case, number)?;
+                Some(PurgeNotice { case_id: case, reason: purge_reason(conn, who.role, &case)? })
             } else {
                 None
             };
             if now_visible {
-                projections::device_holds(conn, &who.device, &case)?;
+                // `ok` and `refused` bring the device up to date with the case as stored now.
+                let complete = may_read
+                    && outcome
+                        .as_ref()
+                        .is_some_and(|r| matches!(r.status, DocumentStatus::Ok | DocumentStatus::Refused));
+                let synced = match complete {
+                    true => documents::clock_of(conn, &case)?.map(|clock| Synced { response: number, clock }),
+                    false => None,
+                };
+                device_cases::listed(conn, &who.device, &case, synced)?;
             }
             Ok(outcome.map(|result| CaseOutcome { result, purge }).unwrap_or(not_found))
         })
     }
 
-    /// Cases this device may see but did not list: sent whole, paged by a byte budget.
-    fn send_assigned(
+    /// The cases the request did not list (protocol.md, section 9): what changed in those
+    /// the device holds, since its cursor; purges for those it may no longer see; and, whole,
+    /// paged by a byte budget, those it may see but does not hold (or may not have received).
+    fn send_unlisted(
         &self,
         who: &Requester,
         listed: &HashSet<CaseId>,
+        cursor: Option<Cursor>,
+        number: i64,
         response: &mut SyncResponse,
     ) -> Result<(), StoreError> {
-        let visible = self.db.read(|conn| visibility::visible_cases(conn, who.viewer()))?;
+        let (visible, held) = self.db.read(|conn| {
+            Ok::<_, StoreError>((
+                visibility::visible_cases(conn, who.viewer())?,
+                device_cases::held(conn, &who.device)?,
+            ))
+        })?;
+        let visible_set: HashSet<&str> = visible.iter().map(String::as_str).collect();
+        let mut whole = Vec::new();
+        let mut updates = Vec::new();
+        let mut held_set = HashSet::new();
+        for row in &held {
+            held_set.insert(row.case_id.as_str());
+            let Ok(case) = CaseId::parse(&row.case_id) else { continue };
+            if listed.contains(&case) {
+                continue;
+            }
+            if !visible_set.contains(row.case_id.as_str()) {
+                self.db.write(|conn| -> Result<(), StoreError> {
+                    match cursor {
+                        // Without a cursor the request lists every case the device holds: it
+                        // does not hold this one (it purged it, or never received it).
+                        None => device_cases::forget(conn, &who.device, &case),
+                        Some(_) => {
+                            device_cases::purge_sent(conn, &who.device, &case, number)?;
+                            let reason = purge_reason(conn, who.role, &case)?;
+                            response.purge.push(PurgeNotice { case_id: case, reason });
+                            Ok(())
+                        }
+                    }
+                })?;
+                continue;
+            }
+            match cursor {
+                // It stored the response that sent the case whole, and has not been told to
+                // purge it since: it holds the case up to the cursor's clock.
+                Some(cursor) if row.purge_sent.is_none() && row.sent_whole <= cursor.response => {
+                    updates.push((row.case_id.clone(), row.holds_up_to(cursor.response, cursor.clock)))
+                }
+                // It may not hold the case: no cursor (it would have listed it), a response
+                // with the whole case it has not confirmed, or a purge it may have carried out.
+                _ => whole.push(case),
+            }
+        }
+        if let Some(cursor) = cursor {
+            self.send_updates(who, &updates, cursor.clock, number, response)?;
+        }
+        whole.extend(
+            visible
+                .iter()
+                .filter(|id| !held_set.contains(id.as_str()))
+                .filter_map(|id| CaseId::parse(id).ok())
+                .filter(|case| !listed.contains(case)),
+        );
+        self.send_whole(who, &whole, number, response)
+    }
+
+    /// For each held case of `cases` with the clock up to which the device holds it for certain,
+    /// the changes stamped later, less the device's own. `after` is the cursor's clock, which
+    /// none of those clocks is below.
+    fn send_updates(
+        &self,
+        who: &Requester,
+        cases: &[(String, i64)],
+        after: i64,
+        number: i64,
+        response: &mut SyncResponse,
+    ) -> Result<(), StoreError> {
+        if cases.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = cases.iter().map(|(id, _)| id.clone()).collect();
+        let held_up_to: std::collections::HashMap<&str, i64> = cases.iter().map(|(id, c)| (id.as_str(), *c)).collect();
+        let changed = self.db.read(|conn| documents::changed_since(conn, &ids, after))?;
+        for (id, clock) in changed {
+            let Some(&up_to) = held_up_to.get(id.as_str()) else { continue };
+            let Ok(case) = CaseId::parse(&id) else { continue };
+            if clock <= up_to {
+                continue;
+            }
+            let at = now();
+            let result = self.db.write(|conn| -> Result<Option<DocumentResult>, StoreError> {
+                let Some(row) = documents::find(conn, &case)? else { return Ok(None) };
+                if !visibility::may_see(conn, who.viewer(), &case)? {
+                    return Ok(None);
+                }
+                let changes = documents::changes_after(conn, &id, up_to, &who.device)?;
+                // Up to date with the case as stored now, once it stores this response.
+                device_cases::listed(conn, &who.device, &case, Some(Synced { response: number, clock: row.clock }))?;
+                if changes.is_empty() {
+                    // Only its own changes since: it has them, and its `since` already
+                    // includes them (they were acknowledged).
+                    return Ok(None);
+                }
+                let heads = documents::decode_heads(&row.heads)?;
+                audit::record(
+                    conn,
+                    at,
+                    Some(&who.staff),
+                    Some(&who.device),
+                    Some(&case),
+                    "sync.download",
+                    &format!("{} change(s) since the cursor", changes.len()),
+                )?;
+                let result = DocumentResult::ok(case, hashes(&heads), changes.into_iter().map(Bytes).collect());
+                Ok(Some(result.with_case_number(projections::case_number(conn, &case)?)))
+            })?;
+            response.documents.extend(result);
+        }
+        Ok(())
+    }
+
+    /// Whole cases, in order, until the response holds about the byte budget of documents;
+    /// the rest are owed (`more`) and go first next time.
+    fn send_whole(
+        &self,
+        who: &Requester,
+        cases: &[CaseId],
+        number: i64,
+        response: &mut SyncResponse,
+    ) -> Result<(), StoreError> {
         let mut bytes = 0usize;
-        let unlisted: Vec<CaseId> =
-            visible.iter().filter_map(|id| CaseId::parse(id).ok()).filter(|c| !listed.contains(c)).collect();
-        for (index, case) in unlisted.iter().copied().enumerate() {
+        for (index, case) in cases.iter().copied().enumerate() {
             if bytes >= self.assigned_byte_budget {
                 response.more = true;
-                response.pending_assigned = u32::try_from(unlisted.len() - index).unwrap_or(u32::MAX);
+                response.pending_assigned = u32::try_from(cases.len() - index).unwrap_or(u32::MAX);
+                // A case the device may hold is marked owed, so that no cursor counts as
+                // having received it; one it never held simply comes next time.
+                self.db.write(|conn| -> Result<(), StoreError> {
+                    for case in &cases[index..] {
+                        device_cases::owed(conn, &who.device, case)?;
+                    }
+                    Ok(())
+                })?;
                 break;
             }
             let at = now();
@@ -226,7 +369,7 @@ impl SyncEngine {
                     return Ok(None);
                 }
                 let doc = documents::load(conn, &row)?;
-                projections::device_holds(conn, &who.device, &case)?;
+                device_cases::sent_whole(conn, &who.device, &case, Synced { response: number, clock: row.clock })?;
                 audit::record(
                     conn,
                     at,
@@ -250,6 +393,24 @@ impl SyncEngine {
         }
         Ok(())
     }
+}
+
+/// Why a device that held `case` must purge it: the case was merged into another, or — by
+/// the role of its staff member — the meeting ended, the counsellor was unassigned, or the
+/// supervisor's access ended.
+fn purge_reason(conn: &mut DbConnection, role: Role, case: &CaseId) -> Result<PurgeReason, StoreError> {
+    if projections::merged_into(conn, case)?.is_some() {
+        return Ok(PurgeReason::Merged);
+    }
+    Ok(match role {
+        // A meeting tablet sees cases only through its open meetings: whatever took this one
+        // away (the meeting ended or its day passed, the case or the tablet left it, consent
+        // was withdrawn), the meeting is over for this case.
+        Role::MeetingTablet => PurgeReason::MeetingEnded,
+        Role::Counsellor => PurgeReason::Unassigned,
+        // A supervisor loses a case by area, consent or assignment: access ended.
+        Role::Supervisor | Role::Administrator => PurgeReason::AccessEnded,
+    })
 }
 
 /// What checking a batch of changes against a document came to.
@@ -658,9 +819,11 @@ fn refusal_message(code: DocumentErrorCode) -> String {
     .to_owned()
 }
 
+pub mod cursor;
 mod decide;
 mod merge;
 mod on_behalf;
+pub use cursor::Cursor;
 pub use decide::{DecideError, Decision};
 pub use merge::{MergeError, Merged};
 pub use on_behalf::OnBehalfError;

@@ -389,9 +389,17 @@ fn an_ended_assignment_purges_the_case_after_its_upload(backend: Backend) {
     assert_eq!(r.purge[0].case_id, case);
     a.sync(&world);
     assert!(a.replica.view().unwrap().activities.contains_key(&late));
-    // Afterwards the case is simply not there for 伊藤.
-    let r = world.engine.sync(&ito, SyncRequest::new(None, vec![DocumentUpload::new(case, vec![], vec![])])).unwrap();
+    // Until 伊藤's phone confirms the purge, by sending back the cursor of a response that
+    // carried it, a request that lists the case is told again, and sent nothing of it.
+    let again =
+        world.engine.sync(&ito, SyncRequest::new(None, vec![DocumentUpload::new(case, vec![], vec![])])).unwrap();
+    assert_eq!(again.purge.len(), 1);
+    assert!(again.documents[0].changes.is_empty() && again.documents[0].heads.is_empty());
+    // Once confirmed, the case is simply not there for 伊藤.
+    let listed = vec![DocumentUpload::new(case, vec![], vec![])];
+    let r = world.engine.sync(&ito, SyncRequest::new(again.cursor.clone(), listed)).unwrap();
     assert_eq!(r.documents[0].status, DocumentStatus::NotFound);
+    assert!(r.purge.is_empty());
 }
 
 fn unknown_since_falls_back_to_the_automerge_sync_protocol(backend: Backend) {

@@ -355,6 +355,10 @@ impl SyncClientBuilder {
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .user_agent(self.user_agent)
+            // An idle connection is not reused once the server may be closing it (tsunagi
+            // serve keeps idle connections for 5 s): a request written into a connection the
+            // server has just closed fails as a network error, with no answer to go by.
+            .pool_idle_timeout(Duration::from_secs(3))
             // A redirected POST turns into a GET without its body (and could carry the token
             // elsewhere): an API client follows none.
             .redirect(reqwest::redirect::Policy::none());
