@@ -94,6 +94,10 @@ async fn a_review_written_through_the_api_reaches_the_counsellors_phone(backend:
         phone.edit(&case, |r| r.log_activity(visit(at(4, 10, 0), VisitOutcome::NotHome, "不在。手紙を投函。")));
     let activity = activity.unwrap();
     phone.sync().await;
+    // The supervisor's own tablet holds the case too.
+    let mut tablet = Phone::sign_in(&app.address, &people.supervisor).await;
+    tablet.sync().await;
+    assert!(tablet.store.contains(&case));
 
     let supervisor = token(&app, &people.supervisor).await;
     let (status, unreviewed) = get(&app, &supervisor, "/v1/visits?reviewed=false").await;
@@ -114,6 +118,11 @@ async fn a_review_written_through_the_api_reaches_the_counsellors_phone(backend:
     assert_eq!(reviews[0].by, people.supervisor.staff);
     assert_eq!(reviews[0].comment, "次回は夕方に訪問を。");
     assert_eq!(reviews[0].id.to_string(), created["review_id"].as_str().unwrap());
+    // So does the supervisor's tablet: the server wrote the review on the supervisor's
+    // behalf, the tablet did not, so it is sent there as well.
+    tablet.sync().await;
+    assert_eq!(tablet.view(&case).reviews_of(&activity).len(), 1);
+    assert_eq!(tablet.heads(&case), phone.heads(&case));
 
     // The visit log now shows it reviewed.
     let (_, reviewed) = get(&app, &supervisor, "/v1/visits?reviewed=true").await;

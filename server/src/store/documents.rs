@@ -235,21 +235,24 @@ pub fn changed_since(conn: &mut DbConnection, cases: &[String], after: i64) -> R
 }
 
 /// The raw changes of `case` stamped after clock value `after`, in the order they were
-/// stored (causal order), leaving out those `except` sent (it has them).
+/// stored (causal order), leaving out those written on `except` (their actor opens with its
+/// id: it has them). Changes the server wrote on behalf of someone using that device (a
+/// review through the API) are not the device's and are included.
 pub fn changes_after(
     conn: &mut DbConnection,
     case: &str,
     after: i64,
     except: &DeviceId,
 ) -> Result<Vec<Vec<u8>>, StoreError> {
-    let rows: Vec<(Vec<u8>, Option<String>)> = changes::table
+    let rows: Vec<(Vec<u8>, Vec<u8>)> = changes::table
         .filter(changes::case_id.eq(case))
         .filter(changes::clock.gt(after))
         .order(changes::seq.asc())
-        .select((changes::bytes, changes::device_id))
+        .select((changes::bytes, changes::actor))
         .load(conn)?;
-    let except = except.to_string();
-    Ok(rows.into_iter().filter(|(_, device)| device.as_deref() != Some(except.as_str())).map(|(b, _)| b).collect())
+    let device = except.as_uuid().as_bytes();
+    let written_on_device = |actor: &[u8]| actor.len() > device.len() && actor.starts_with(device);
+    Ok(rows.into_iter().filter(|(_, actor)| !written_on_device(actor)).map(|(bytes, _)| bytes).collect())
 }
 
 /// The heads and, when due, a new snapshot.
