@@ -601,9 +601,6 @@ impl CaseTx<'_> {
             audit::record(self.conn, at, None, None, Some(&case), "case.number_assigned", &number.to_string())?;
             view.case_number = Some(number);
         }
-        let row =
-            documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
-        documents::update(self.conn, &row, &after, at)?;
         projections::project(self.conn, &view, at)?;
         let since: Vec<ChangeHash> = self.upload.since.iter().map(|h| ChangeHash(h.0)).collect();
         attention::check_batch(
@@ -621,6 +618,10 @@ impl CaseTx<'_> {
             },
         )?;
         self.audit("sync.upload", &format!("{} change(s), {} before", fresh.len(), before.get_heads().len()))?;
+        // Last: it takes the commit clock, whose row stays locked until the commit.
+        let row =
+            documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
+        documents::update(self.conn, &row, &after, at)?;
         Ok(after)
     }
 
