@@ -59,6 +59,15 @@ impl From<StoreError> for ApiFailure {
                 tracing::warn!(error = %cause, "database unavailable");
                 ApiFailure::new(ApiErrorCode::Unavailable, "the database is unavailable; retry later")
             }
+            // The connection died under the request (the database restarted or the network
+            // cut it): nothing was acknowledged, and the next request gets a new connection.
+            StoreError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ClosedConnection,
+                info,
+            )) => {
+                tracing::warn!(error = %info.message(), "database connection lost");
+                ApiFailure::new(ApiErrorCode::Unavailable, "the database is unavailable; retry later")
+            }
             StoreError::Query(diesel::result::Error::DatabaseError(kind, info))
                 if matches!(
                     kind,

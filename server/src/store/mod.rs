@@ -11,6 +11,13 @@
 //!   before the transaction commits; SQLite runs in WAL mode with `synchronous=FULL`, so a
 //!   commit is durable.
 //!
+//! - When the database goes away (a restart, a failover, a network cut), a request waits for
+//!   a connection only briefly ([`UNREACHABLE_WAIT`]) once an attempt to connect has failed,
+//!   and fails with [`StoreError::Unavailable`] (`503` with `Retry-After`), instead of
+//!   holding its thread for the whole [`CONNECTION_WAIT`]. The pool keeps trying to connect
+//!   in the background, and the first connection that succeeds ends the fast failures: the
+//!   server recovers without a restart.
+//!
 //! Queries live next to the tables they touch, in the submodules.
 
 pub mod accounts;
@@ -25,7 +32,9 @@ pub mod schema;
 pub mod visibility;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
@@ -36,6 +45,23 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+
+/// How long a request waits at most for a connection while the database answers (every
+/// connection is busy).
+pub const CONNECTION_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a request waits at most for a connection once the last attempt to open one
+/// failed (the database is down or unreachable): a connection the pool opens meanwhile is
+/// still taken.
+pub const UNREACHABLE_WAIT: Duration = Duration::from_millis(500);
+
+/// How often a waiting request looks again whether the database became unreachable.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// The pool's own connection timeout. r2d2 uses half of it as the longest pause between its
+/// background attempts to open a connection to a database that refuses them, so this bounds
+/// how soon after the database is back the server uses it again (about a second).
+const POOL_RETRY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A connection to either backend. Query code is written once against this type.
 #[derive(diesel::MultiConnection)]
@@ -120,6 +146,8 @@ pub fn prepare_libpq() {
 #[derive(Debug)]
 pub struct Manager {
     url: DatabaseUrl,
+    /// Whether the last attempt to open a connection failed.
+    unreachable: Arc<AtomicBool>,
 }
 
 impl ManageConnection for Manager {
@@ -127,6 +155,22 @@ impl ManageConnection for Manager {
     type Error = r2d2::Error;
 
     fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        let connected = self.open();
+        self.unreachable.store(connected.is_err(), Ordering::SeqCst);
+        connected
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+impl Manager {
+    fn open(&self) -> Result<DbConnection, r2d2::Error> {
         match &self.url {
             DatabaseUrl::Postgres(url) => {
                 PgConnection::establish(url).map(DbConnection::Pg).map_err(r2d2::Error::ConnectionError)
@@ -147,14 +191,6 @@ impl ManageConnection for Manager {
             }
         }
     }
-
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
-    }
 }
 
 /// A connection borrowed from the pool; returned when dropped.
@@ -165,6 +201,8 @@ pub type PooledConnection = r2d2::PooledConnection<Manager>;
 pub struct Database {
     pool: r2d2::Pool<Manager>,
     backend: &'static str,
+    /// Shared with the pool's [`Manager`]: whether the last attempt to connect failed.
+    unreachable: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Database {
@@ -186,12 +224,13 @@ impl Database {
             DatabaseUrl::Sqlite(_) => max_connections.clamp(1, 8),
             DatabaseUrl::Postgres(_) => max_connections.max(1),
         };
+        let unreachable = Arc::new(AtomicBool::new(false));
         let pool = r2d2::Pool::builder()
             .max_size(size)
             .min_idle(Some(0))
-            .connection_timeout(Duration::from_secs(10))
-            .build_unchecked(Manager { url: url.clone() });
-        Ok(Self { pool, backend: url.backend() })
+            .connection_timeout(POOL_RETRY_TIMEOUT)
+            .build_unchecked(Manager { url: url.clone(), unreachable: unreachable.clone() });
+        Ok(Self { pool, backend: url.backend(), unreachable })
     }
 
     /// `"postgresql"` or `"sqlite"`.
@@ -199,9 +238,28 @@ impl Database {
         self.backend
     }
 
-    /// A connection from the pool.
+    /// A connection from the pool: waits up to [`CONNECTION_WAIT`] while every connection is
+    /// busy, but only up to [`UNREACHABLE_WAIT`] once the last attempt to connect failed, and
+    /// then fails with [`StoreError::Unavailable`].
     pub fn conn(&self) -> Result<PooledConnection, StoreError> {
-        Ok(self.pool.get()?)
+        let started = Instant::now();
+        loop {
+            let left = self.wait_limit().saturating_sub(started.elapsed());
+            match self.pool.get_timeout(left.min(WAIT_SLICE)) {
+                Ok(conn) => return Ok(conn),
+                Err(e) if started.elapsed() >= self.wait_limit() => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// How long [`Database::conn`] waits for a connection, as things stand.
+    fn wait_limit(&self) -> Duration {
+        if self.unreachable.load(Ordering::SeqCst) {
+            UNREACHABLE_WAIT
+        } else {
+            CONNECTION_WAIT
+        }
     }
 
     /// Applies pending migrations; returns the names of those applied.
@@ -380,6 +438,22 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join("nested/dir/t.sqlite3")), 0o600);
         assert_eq!(mode(&dir.path().join("nested/dir")), 0o700);
+    }
+
+    #[test]
+    fn an_unreachable_database_fails_fast_and_is_tried_again() {
+        // A port nothing listens on: every attempt to connect is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = DatabaseUrl::Postgres(format!("postgres://postgres@127.0.0.1:{port}/tsunagi?connect_timeout=2"));
+        let db = Database::connect(&url, 2).unwrap();
+        for attempt in 0..3 {
+            let started = Instant::now();
+            let result = db.conn();
+            let took = started.elapsed();
+            assert!(matches!(result, Err(StoreError::Unavailable(_))), "attempt {attempt}");
+            assert!(took < Duration::from_secs(3), "attempt {attempt} took {took:?}, not the pool's full wait");
+        }
+        assert!(db.ping().is_err());
     }
 
     #[test]
