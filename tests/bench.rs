@@ -76,3 +76,29 @@ fn the_benchmark_runs_every_scenario_and_writes_plausible_json() {
     assert_eq!(number(reconnect, "payload_floor.up_bytes"), 0.0, "{reconnect}");
     assert_eq!(number(reconnect, "payload_floor.down_bytes"), 0.0, "{reconnect}");
 }
+
+#[test]
+fn the_supervisor_scenario_reads_the_visit_log_and_the_figures_over_http() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let json = dir.path().join("supervisor.json");
+    let json_arg = json.to_str().expect("a UTF-8 path");
+    let (code, stdout, stderr) =
+        common::run_tsunagi(&["bench", "--scenario", "supervisor", "--scale", "0.01", "--json", json_arg], &[], "");
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("== supervisor · SQLite =="), "{stdout}");
+
+    let text = std::fs::read_to_string(&json).expect("the JSON file was written");
+    let results: Value = serde_json::from_str(&text).expect("valid JSON");
+    let scenario = &results["scenarios"]["supervisor"];
+    // 20,000 × 50 at 1 %: 200 cases of one activity each.
+    assert_eq!(number(scenario, "seeded.cases"), 200.0, "{scenario}");
+    assert_eq!(number(scenario, "seeded.activities"), 200.0, "{scenario}");
+    assert!(number(scenario, "visit_log.count") >= 9.0, "{scenario}");
+    assert!(number(scenario, "visit_log.p95") > 0.0, "{scenario}");
+    assert!(number(scenario, "figures.count") >= 1.0, "{scenario}");
+    assert_eq!(number(scenario, "tsunagi.http_errors"), 0.0, "{scenario}");
+    assert!(number(scenario, "tsunagi.requests") >= 10.0, "{scenario}");
+    let groups = scenario["groups"].as_array().expect("groups");
+    assert!(groups.iter().all(|g| number(g, "requests") >= 1.0), "{scenario}");
+    assert!(number(&groups[0], "rows") >= 50.0, "the first page without a filter is full: {scenario}");
+}

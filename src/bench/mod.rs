@@ -32,17 +32,28 @@
 //! | `concurrent` | two counsellors' devices edit the same `--concurrent-cases` cases offline, then sync in turn (A, B, A) |
 //! | `first-sync` | a new phone of a counsellor assigned `--first-sync-cases` cases of `--first-sync-activities` activities |
 //! | `load` | `--load-devices` devices sync field-day batches in a loop for `--seconds` |
+//! | `supervisor` | a supervisor reads visit-log pages and a fiscal year's monthly figures over `--supervisor-cases` × `--supervisor-activities-per-case` activities, bulk-seeded ([`bulk`], [`supervisor`]) |
+//!
+//! `all` runs the five sync scenarios; `supervisor` runs only when named (seeding a million
+//! activities takes minutes), and has no baseline: the standard protocol has no visit log.
 //!
 //! `--scale` multiplies every count (and the duration) by a factor (at least 1 of each), for a
 //! quick run.
+//!
+//! A failure drill runs on the same harness but is never part of `all`:
+//! `drill-postgres-restart` stops and starts a PostgreSQL server of its own under `load`
+//! ([`drill`]; `--stop-command`, `--start-command`, `--outage-seconds`).
 
 mod baseline;
+mod bulk;
 mod device;
+mod drill;
 mod proxy;
 mod report;
 mod scenarios;
 mod seed;
 mod server;
+mod supervisor;
 mod text;
 
 use std::path::PathBuf;
@@ -73,6 +84,12 @@ pub enum Scenario {
     FirstSync,
     /// Many devices sync field-day batches in a loop.
     Load,
+    /// A supervisor reads the visit log and the monthly figures over a million activities
+    /// (not part of `all`).
+    Supervisor,
+    /// A drill, not a measurement (never part of `all`): the PostgreSQL server of `--postgres`
+    /// is stopped and started again during `load` (`--stop-command`, `--start-command`).
+    DrillPostgresRestart,
 }
 
 /// `tsunagi bench`.
@@ -127,12 +144,35 @@ pub struct BenchArgs {
     /// Duration of `load`, in seconds.
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
+    /// Cases stored for `supervisor` (bulk-seeded).
+    #[arg(long, default_value_t = 20_000)]
+    supervisor_cases: usize,
+    /// Activities of each of those cases, over one fiscal year.
+    #[arg(long, default_value_t = 50)]
+    supervisor_activities_per_case: usize,
+    /// Rounds of requests of `supervisor` (each: every filter set, and the figures once).
+    #[arg(long, default_value_t = 10)]
+    supervisor_rounds: usize,
+    /// Visit-log pages read per filter set in `supervisor`: the first and those following
+    /// it by `next` (not scaled).
+    #[arg(long, default_value_t = 5)]
+    supervisor_pages: usize,
     /// Characters of each narrative (not scaled).
     #[arg(long, default_value_t = 300)]
     narrative_chars: usize,
     /// Seed of the pseudo-random choices (cases, kinds, sentences).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// `drill-postgres-restart`: the shell command that stops the PostgreSQL server of
+    /// `--postgres` (e.g. `pg_ctlcluster 15 drill stop`). Never the server tests share.
+    #[arg(long, value_name = "COMMAND")]
+    stop_command: Option<String>,
+    /// `drill-postgres-restart`: the shell command that starts it again.
+    #[arg(long, value_name = "COMMAND")]
+    start_command: Option<String>,
+    /// `drill-postgres-restart`: seconds between the stop and the start (not scaled).
+    #[arg(long, default_value_t = 5.0)]
+    outage_seconds: f64,
 }
 
 /// The counts a run uses, after scaling.
@@ -150,6 +190,10 @@ pub struct Params {
     load_cases: usize,
     stored_cases: usize,
     seconds: f64,
+    supervisor_cases: usize,
+    supervisor_activities: usize,
+    supervisor_rounds: usize,
+    supervisor_pages: usize,
     narrative_chars: usize,
     seed: u64,
 }
@@ -177,6 +221,10 @@ impl Params {
             load_cases: n(args.load_cases),
             stored_cases: if args.stored_cases == 0 { 0 } else { n(args.stored_cases) },
             seconds: (args.seconds * scale).max(1.0),
+            supervisor_cases: n(args.supervisor_cases),
+            supervisor_activities: n(args.supervisor_activities_per_case),
+            supervisor_rounds: n(args.supervisor_rounds),
+            supervisor_pages: args.supervisor_pages.max(1),
             narrative_chars: args.narrative_chars.max(1),
             seed: args.seed,
         })
@@ -218,9 +266,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(url) => Backend::Postgres(url.clone()),
         None => Backend::Sqlite,
     };
+    if args.scenario == Scenario::DrillPostgresRestart {
+        return run_drill(&args, &params, &backend);
+    }
     let order = [Scenario::Reconnect, Scenario::FieldDay, Scenario::Concurrent, Scenario::FirstSync, Scenario::Load];
-    let chosen: Vec<Scenario> =
-        order.into_iter().filter(|s| args.scenario == Scenario::All || args.scenario == *s).collect();
+    let chosen: Vec<Scenario> = match args.scenario {
+        Scenario::All => order.to_vec(),
+        one => vec![one],
+    };
     let machine = machine();
     println!(
         "tsunagi bench {} on {} ({} CPU(s): {}, {:.1} GiB){}",
@@ -238,25 +291,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let mut reports = Vec::new();
+    let mut reports: Vec<(&'static str, Value)> = Vec::new();
     for scenario in chosen {
         let ctx = scenarios::Context { backend: &backend, dir: dir.path(), params: &params, runtime: &runtime };
-        let report = match scenario {
-            Scenario::Reconnect => scenarios::reconnect(&ctx),
-            Scenario::FieldDay => scenarios::field_day(&ctx),
-            Scenario::Concurrent => scenarios::concurrent(&ctx),
-            Scenario::FirstSync => scenarios::first_sync(&ctx),
-            Scenario::Load => scenarios::load(&ctx),
-            Scenario::All => continue,
-        }
-        .with_context(|| format!("scenario {scenario:?}"))?;
+        let (name, table, json) = if scenario == Scenario::Supervisor {
+            let report = supervisor::run(&ctx).context("scenario Supervisor")?;
+            (report.name, report.table(), report.to_json())
+        } else {
+            let report = match scenario {
+                Scenario::Reconnect => scenarios::reconnect(&ctx),
+                Scenario::FieldDay => scenarios::field_day(&ctx),
+                Scenario::Concurrent => scenarios::concurrent(&ctx),
+                Scenario::FirstSync => scenarios::first_sync(&ctx),
+                Scenario::Load => scenarios::load(&ctx),
+                Scenario::All | Scenario::DrillPostgresRestart | Scenario::Supervisor => continue,
+            }
+            .with_context(|| format!("scenario {scenario:?}"))?;
+            (report.name, report.table(), report.to_json())
+        };
         println!();
-        print!("{}", report.table());
-        reports.push(report);
+        print!("{table}");
+        reports.push((name, json));
     }
     if let Some(path) = &args.json {
         let scenarios: serde_json::Map<String, Value> =
-            reports.iter().map(|r| (r.name.to_owned(), r.to_json())).collect();
+            reports.into_iter().map(|(name, json)| (name.to_owned(), json)).collect();
         let out = json!({
             "tool": "tsunagi bench",
             "version": env!("CARGO_PKG_VERSION"),
@@ -271,4 +330,46 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("results written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--scenario drill-postgres-restart`: exits with failure unless every check of the drill
+/// passed.
+fn run_drill(args: &BenchArgs, params: &Params, backend: &Backend) -> anyhow::Result<ExitCode> {
+    let (Some(stop), Some(start)) = (&args.stop_command, &args.start_command) else {
+        bail!("drill-postgres-restart needs --stop-command and --start-command (see docs/benchmarks.md, drills)");
+    };
+    if !(args.outage_seconds.is_finite() && args.outage_seconds >= 0.0 && args.outage_seconds <= 3600.0) {
+        bail!("--outage-seconds must be between 0 and 3600");
+    }
+    let commands = drill::Commands {
+        stop: stop.clone(),
+        start: start.clone(),
+        outage: std::time::Duration::from_secs_f64(args.outage_seconds),
+    };
+    println!(
+        "tsunagi bench {}: drill-postgres-restart{}",
+        env!("CARGO_PKG_VERSION"),
+        if cfg!(debug_assertions) { " (a debug build: use --release for figures worth recording)" } else { "" }
+    );
+    let dir = WorkDir::new()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(DEVICE_THREADS)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = drill::run(backend, dir.path(), params, &runtime, &commands)?;
+    if let Some(path) = &args.json {
+        let out = json!({
+            "tool": "tsunagi bench",
+            "version": env!("CARGO_PKG_VERSION"),
+            "scenario": "drill-postgres-restart",
+            "machine": machine(),
+            "drill": result.json,
+        });
+        let text = serde_json::to_string_pretty(&out).context("cannot encode the results")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    drop(runtime);
+    Ok(if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

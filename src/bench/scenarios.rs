@@ -1,4 +1,4 @@
-//! The five scenarios. Each one: a fresh database, seeded ([`super::seed`]); the server
+//! The five sync scenarios (the sixth, `supervisor`, is in [`super::supervisor`]). Each one: a fresh database, seeded ([`super::seed`]); the server
 //! started on it with the proxy in front ([`Harness`]); the devices signed in; their offline
 //! work done; then the **measured phase** — the syncs only — and the replay of the same steps
 //! with the standard sync protocol ([`super::baseline`]).
@@ -32,14 +32,14 @@ pub struct Context<'a> {
 }
 
 /// The server process, the proxy in front of it, and its database (dropped in this order).
-struct Harness {
+pub(super) struct Harness {
     server: ServerProcess,
-    proxy: Proxy,
+    pub(super) proxy: Proxy,
     db: BenchDatabase,
 }
 
 /// The state of the counters when a measured phase began.
-struct Mark {
+pub(super) struct Mark {
     started: Instant,
     cpu: f64,
     own_cpu: f64,
@@ -47,18 +47,18 @@ struct Mark {
 }
 
 impl Harness {
-    fn start(db: BenchDatabase, dir: &Path, tag: &str) -> anyhow::Result<Harness> {
+    pub(super) fn start(db: BenchDatabase, dir: &Path, tag: &str) -> anyhow::Result<Harness> {
         let server = ServerProcess::start(&db, dir, tag)?;
         let proxy = Proxy::start(server.port())?;
         Ok(Harness { server, proxy, db })
     }
 
     /// The base URL the devices use: the proxy's.
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.proxy.port())
     }
 
-    fn begin(&self) -> anyhow::Result<Mark> {
+    pub(super) fn begin(&self) -> anyhow::Result<Mark> {
         let _ = self.proxy.take();
         self.server.reset_peak_rss();
         let cpu = self.server.cpu_seconds()?;
@@ -68,7 +68,7 @@ impl Harness {
     }
 
     /// tsunagi's figures of the phase since `mark` (counts of work are filled in by the caller).
-    fn end(&mut self, mark: Mark) -> anyhow::Result<Figures> {
+    pub(super) fn end(&mut self, mark: Mark) -> anyhow::Result<Figures> {
         let wall = mark.started.elapsed();
         let exchanges = self.proxy.take();
         let cpu = self.server.cpu_seconds()? - mark.cpu;

@@ -53,19 +53,35 @@ impl Seeder {
 
     /// A counsellor with one registered device.
     pub fn counsellor(&self, login: &str) -> anyhow::Result<Person> {
+        self.staff(login, &format!("相談員 {login}"), Role::Counsellor, None)
+    }
+
+    /// A staff member of `role` (of `area`, if given) with one registered device.
+    pub fn staff(&self, login: &str, name: &str, role: Role, area: Option<&str>) -> anyhow::Result<Person> {
         let password = format!("{login}-benchmark-passphrase");
-        let name = format!("相談員 {login}");
         let new = NewStaff {
             login,
-            display_name: &name,
-            role: Role::Counsellor,
+            display_name: name,
+            role,
             organisation: self.organisation,
             municipality: self.municipality,
-            area: None,
+            area,
         };
         let staff = admin::create_staff(&self.db, &new, &password).with_context(|| format!("cannot create {login}"))?;
         let device = admin::register_device(&self.db, login, &format!("{login} phone"))?;
-        Ok(Person { login: login.to_owned(), password, staff, device, role: Role::Counsellor })
+        Ok(Person { login: login.to_owned(), password, staff, device, role })
+    }
+
+    /// An area of the municipality.
+    pub fn area(&self, code: &str, name: &str) -> anyhow::Result<()> {
+        admin::create_area(&self.db, self.municipality, code, name)
+            .with_context(|| format!("cannot create the area {code}"))?;
+        Ok(())
+    }
+
+    /// The database it seeds.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Another registered device of the same person.

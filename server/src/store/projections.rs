@@ -9,9 +9,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Text};
 
-use super::schema::{
-    activities, activity_topics, assignments, case_concerns, case_redirects, cases, persons, reviews,
-};
+use super::schema::{activities, activity_topics, assignments, case_concerns, case_redirects, cases, persons, reviews};
 use super::{DbConnection, StoreError};
 use tsunagi_sync::document::{ActivityDetails, CaseView};
 use tsunagi_sync::ids::{CaseId, CaseNumber, FiscalYear, MunicipalityCode, JAPAN};
@@ -44,38 +42,41 @@ struct PersonRow {
     is_subject: bool,
 }
 
+/// A row of `activities`, the projection of one activity (also written in bulk by the
+/// benchmark's seeder).
 #[derive(Insertable)]
 #[diesel(table_name = activities)]
-struct ActivityRow {
-    activity_id: String,
-    case_id: String,
-    kind: String,
-    started_at: NaiveDateTime,
-    recorded_by: String,
-    device_id: String,
-    place: String,
-    outcome: Option<String>,
-    follow_up_on: Option<String>,
-    voided: bool,
-    reviewed: bool,
-    local_date: String,
-    letter_left: bool,
-    channel: Option<String>,
-    agency: Option<String>,
-    narrative: String,
-    municipality: String,
-    area: Option<String>,
+pub struct ActivityRow {
+    pub activity_id: String,
+    pub case_id: String,
+    pub kind: String,
+    pub started_at: NaiveDateTime,
+    pub recorded_by: String,
+    pub device_id: String,
+    pub place: String,
+    pub outcome: Option<String>,
+    pub follow_up_on: Option<String>,
+    pub voided: bool,
+    pub reviewed: bool,
+    pub local_date: String,
+    pub letter_left: bool,
+    pub channel: Option<String>,
+    pub agency: Option<String>,
+    pub narrative: String,
+    pub municipality: String,
+    pub area: Option<String>,
 }
 
+/// A row of `reviews`, the projection of one review.
 #[derive(Insertable)]
 #[diesel(table_name = reviews)]
-struct ReviewRow {
-    review_id: String,
-    case_id: String,
-    activity_id: String,
-    by_staff: String,
-    at: NaiveDateTime,
-    comment: String,
+pub struct ReviewRow {
+    pub review_id: String,
+    pub case_id: String,
+    pub activity_id: String,
+    pub by_staff: String,
+    pub at: NaiveDateTime,
+    pub comment: String,
 }
 
 #[derive(Insertable)]
