@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{web, HttpResponse};
-use chrono::{NaiveDate, NaiveDateTime, Utc};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use tsunagi_sync::document::{format_date, parse_date};
@@ -234,11 +234,19 @@ fn load(
     if let Some(outcome) = &filters.outcome {
         query = query.filter(activities::outcome.eq(outcome.clone()));
     }
+    // The dates are Japan's; the same bounds on the start time (UTC) let the index that
+    // orders the page by start time answer a dated page by a range scan.
     if let Some(from) = filters.from {
         query = query.filter(activities::local_date.ge(format_date(from)));
+        if let Some(start) = japan_midnight(from) {
+            query = query.filter(activities::started_at.ge(start));
+        }
     }
     if let Some(to) = filters.to {
         query = query.filter(activities::local_date.le(format_date(to)));
+        if let Some(end) = to.succ_opt().and_then(japan_midnight) {
+            query = query.filter(activities::started_at.lt(end));
+        }
     }
     if let Some(voided) = filters.voided {
         query = query.filter(activities::voided.eq(voided));
@@ -405,6 +413,11 @@ pub async fn export(
     Ok(support::csv(&format!("visits-{}-{}.csv", format_date(from), format_date(to)), out))
 }
 
+/// Midnight of `date` in Japan, as the UTC time the projections store.
+fn japan_midnight(date: NaiveDate) -> Option<NaiveDateTime> {
+    JAPAN.from_local_datetime(&date.and_time(NaiveTime::MIN)).earliest().map(|t| t.naive_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +430,12 @@ mod tests {
         for bad in ["", "x", "12.not-an-id", "abc.3f1c2b1e-0000-4000-8000-000000000000"] {
             assert!(decode_cursor(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_japanese_day_starts_at_15_00_utc_the_day_before() {
+        let day = NaiveDate::from_ymd_opt(2024, 4, 1).unwrap();
+        let expected = NaiveDate::from_ymd_opt(2024, 3, 31).unwrap().and_hms_opt(15, 0, 0).unwrap();
+        assert_eq!(japan_midnight(day), Some(expected));
     }
 }
