@@ -33,7 +33,7 @@ use tsunagi_sync::wire::{
 };
 
 use common::phone::{municipality, sorted, Phone};
-use common::{spawn_app, spawn_app_with, Backend, TestApp, MUNICIPALITY};
+use common::{spawn_app, spawn_app_with, Backend, Seed, TestApp, MUNICIPALITY};
 
 on_both_backends!(
     a_case_opened_offline_gets_its_number_on_first_sync,
@@ -449,7 +449,18 @@ async fn a_phone_killed_before_reading_the_answer_resumes_without_loss_or_duplic
     assert!(phone.next_request().documents.iter().all(|d| d.changes.is_empty()), "nothing is left to send");
 }
 
-async fn with_nothing_new_a_sync_is_one_empty_round_trip(backend: Backend) {
+/// 佐藤 opens a case on her phone and logs a visit; 鈴木 is assigned to it as well and
+/// receives it whole on his. Both have synced since; the case has its number.
+struct SharedCase {
+    app: TestApp,
+    people: Seed,
+    phone: Phone,
+    colleague: Phone,
+    case: CaseId,
+    number: CaseNumber,
+}
+
+async fn a_case_on_two_phones(backend: Backend) -> SharedCase {
     let app = spawn_app(backend).await;
     let people = app.seed();
     let mut phone = Phone::sign_in(&app.address, &people.counsellor).await;
@@ -460,6 +471,12 @@ async fn with_nothing_new_a_sync_is_one_empty_round_trip(backend: Backend) {
     phone.sync().await; // brings the assignment
     let mut colleague = Phone::sign_in(&app.address, &people.counsellor2).await;
     colleague.sync().await; // receives the case whole
+    assert!(colleague.store.contains(&case));
+    SharedCase { app, people, phone, colleague, case, number }
+}
+
+async fn with_nothing_new_a_sync_is_one_empty_round_trip(backend: Backend) {
+    let SharedCase { app, mut phone, mut colleague, case, number, .. } = a_case_on_two_phones(backend).await;
 
     for device in [&mut phone, &mut colleague] {
         let before = record(&app, &case);
@@ -486,17 +503,7 @@ async fn with_nothing_new_a_sync_is_one_empty_round_trip(backend: Backend) {
 /// 佐藤's phone, with nothing of its own to send, lists no case, and receives exactly the
 /// visit: not its own changes back, not the server's case number again.
 async fn with_its_cursor_a_device_lists_nothing_and_gets_only_what_others_recorded(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let people = app.seed();
-    let mut phone = Phone::sign_in(&app.address, &people.counsellor).await;
-    let case = phone.open_case();
-    phone.log_visit(&case, 10, "訪問");
-    phone.sync().await;
-    app.assign(&case, &people.counsellor2.staff, Assignment::Other).unwrap();
-    phone.sync().await;
-    let mut colleague = Phone::sign_in(&app.address, &people.counsellor2).await;
-    colleague.sync().await;
-    assert!(colleague.store.contains(&case));
+    let SharedCase { app, mut phone, mut colleague, case, .. } = a_case_on_two_phones(backend).await;
 
     // 佐藤 logs a visit of her own and syncs; the next answer does not send it back to her.
     phone.log_visit(&case, 11, "再訪問");
@@ -527,16 +534,7 @@ async fn with_its_cursor_a_device_lists_nothing_and_gets_only_what_others_record
 /// it), and the next sync, from the old cursor, brings the same again: a colleague's visit, a
 /// case newly assigned, and a purge — which, once the device has stored it, is not repeated.
 async fn an_answer_lost_on_the_way_is_answered_again_from_the_old_cursor(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let people = app.seed();
-    let mut phone = Phone::sign_in(&app.address, &people.counsellor).await;
-    let case = phone.open_case();
-    phone.log_visit(&case, 10, "訪問");
-    phone.sync().await;
-    app.assign(&case, &people.counsellor2.staff, Assignment::Other).unwrap();
-    phone.sync().await;
-    let mut colleague = Phone::sign_in(&app.address, &people.counsellor2).await;
-    colleague.sync().await;
+    let SharedCase { app, people, mut phone, mut colleague, case, .. } = a_case_on_two_phones(backend).await;
 
     // A colleague's visit.
     let visit = colleague.log_visit(&case, 12, "電話で近況を聞いた。");
