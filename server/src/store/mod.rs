@@ -182,11 +182,10 @@ impl Manager {
                     ))
                 })?;
                 let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
-                conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                     PRAGMA busy_timeout = 10000;",
-                )
-                .map_err(r2d2::Error::QueryError)?;
+                // The busy timeout comes first: every later statement, these pragmas included,
+                // then waits for another connection's lock instead of failing at once. WAL mode
+                // is a property of the file, set once by `Database::connect`.
+                conn.batch_execute(SQLITE_CONNECTION_PRAGMAS).map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
             }
         }
@@ -216,7 +215,10 @@ impl Database {
     /// directory are created if missing.
     pub fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Self, StoreError> {
         match url {
-            DatabaseUrl::Sqlite(path) => prepare_sqlite_file(path)?,
+            DatabaseUrl::Sqlite(path) => {
+                prepare_sqlite_file(path)?;
+                enable_wal(path)?;
+            }
             DatabaseUrl::Postgres(_) => prepare_libpq(),
         }
         // SQLite has one writer anyway; a few readers share the file.
@@ -372,6 +374,35 @@ fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What every SQLite connection sets first. The busy timeout leads, so that none of the
+/// others fails on a lock another connection holds (a writer in this process, or `tsunagi
+/// admin` beside a running server).
+const SQLITE_CONNECTION_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 10000; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;";
+
+/// Puts the SQLite file in WAL mode (readers never block the writer). The mode is stored in
+/// the file, so this is done once, on one connection, before the pool opens any; switching
+/// needs an exclusive lock, which the busy timeout waits for.
+fn enable_wal(path: &Path) -> Result<(), StoreError> {
+    use diesel::sql_types::Text;
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+    let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(e.to_string());
+    let path = path.to_str().ok_or_else(|| unavailable(&"the SQLite path is not valid UTF-8"))?;
+    let mut conn = SqliteConnection::establish(path).map_err(|e| unavailable(&e))?;
+    conn.batch_execute(SQLITE_CONNECTION_PRAGMAS).map_err(|e| unavailable(&e))?;
+    let mode: Mode = diesel::RunQueryDsl::get_result(diesel::sql_query("PRAGMA journal_mode = WAL"), &mut conn)
+        .map_err(|e| unavailable(&e))?;
+    if mode.journal_mode.eq_ignore_ascii_case("wal") {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!("SQLite refused WAL mode (it is in {} mode)", mode.journal_mode)))
+    }
+}
+
 /// The default SQLite database when nothing is configured: `tsunagi-data/tsunagi.sqlite3`
 /// under `dir`.
 pub fn default_sqlite_path(dir: &Path) -> PathBuf {
@@ -463,6 +494,76 @@ mod tests {
         assert!(matches!(DatabaseUrl::parse("postgresql://u@h/d").unwrap(), DatabaseUrl::Postgres(_)));
         for bad in ["", "b.db", "mysql://x", "sqlite://", "postgress://x"] {
             assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// New connections open while another connection of the pool holds the write lock
+    /// (a sync being stored while a supervisor reads): each waits for the lock instead of
+    /// failing with "database is locked".
+    #[test]
+    fn sqlite_connections_open_while_another_one_writes() {
+        let (_dir, db) = sqlite();
+        db.migrate().unwrap();
+        for round in 0..5 {
+            let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+            let writer = {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    db.write(|c| -> Result<(), StoreError> {
+                        c.batch_execute(&format!(
+                            "INSERT INTO municipalities (code, name, created_at) \
+                             VALUES ('9{round:05}', 'x', '2026-11-23 00:00:00')"
+                        ))?;
+                        locked_tx.send(()).unwrap();
+                        std::thread::sleep(Duration::from_millis(200));
+                        Ok(())
+                    })
+                })
+            };
+            locked_rx.recv().unwrap();
+            // Connections held at once, so that the pool must open new ones under the lock.
+            let readers: Vec<_> = (0..3)
+                .map(|_| {
+                    let db = db.clone();
+                    std::thread::spawn(move || -> Result<PooledConnection, StoreError> {
+                        let mut conn = db.conn()?;
+                        conn.batch_execute("SELECT count(*) FROM municipalities")?;
+                        Ok(conn)
+                    })
+                })
+                .collect();
+            let held: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+            writer.join().unwrap().unwrap();
+            for conn in held {
+                conn.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
+    }
+
+    /// The pool opens connections on threads of its own, several at once when requests
+    /// arrive together at a server that just started. On a new file every attempt succeeds:
+    /// one that failed with "database is locked" would make requests fail fast with `503` as
+    /// if the database were gone (or the server fail to start).
+    #[test]
+    fn connections_opened_at_once_on_a_new_sqlite_file_all_succeed() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let url = DatabaseUrl::Sqlite(dir.path().join("t.sqlite3"));
+            let _db = Database::connect(&url, 4).unwrap();
+            let manager = Arc::new(Manager { url, unreachable: Arc::new(AtomicBool::new(false)) });
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (manager, start) = (manager.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        manager.connect().map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener.join().unwrap().unwrap();
+            }
         }
     }
 
