@@ -2,16 +2,18 @@
 //! report from (Kashiwa's tables are the model): consultations and the persons behind them,
 //! consultations by topic, referrals to other agencies, and outreach.
 //!
-//! Everything is counted **from the projections only**, with SQL aggregates grouped by month
-//! (`substr(local_date, 1, 7)`, i.e. `YYYY-MM`); no case document is loaded, so the cost
-//! grows with the rows of one fiscal year, not with the size of the documents. Four queries
+//! Everything is counted **from the projections only**; no case document is loaded. The
+//! activities are counted through their monthly counts per case
+//! ([`crate::store::activity_months`]: one row per case and month in Japan, `YYYY-MM`,
+//! rebuilt with the case's `activities` rows in the transaction that stores its changes), so
+//! the cost grows with the cases active in the year, not with their activities. Four queries
 //! answer a whole year:
 //!
-//! 1. the activities of the year, grouped by month (consultations, visits, letters left,
+//! 1. the activities of the year, added up by month (consultations, visits, letters left,
 //!    contact attempts, visits that met the person);
 //! 2. the cases consulted in each month, and those among them whose first consultation ever
 //!    falls in that month;
-//! 3. the topics of the year's consultations, grouped by month and topic;
+//! 3. the topics of the year's consultations, added up by month and topic;
 //! 4. the referral destinations of meeting decisions taken in the year, grouped by month
 //!    and destination.
 //!
@@ -50,7 +52,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use serde::Serialize;
 use tsunagi_sync::domain::catalogue::Catalogue;
-use tsunagi_sync::domain::{ActivityKind, ConsultationTopic, VisitOutcome};
+use tsunagi_sync::domain::{ActivityKind, ConsultationTopic};
 use tsunagi_sync::ids::{FiscalYear, MunicipalityCode};
 
 use crate::store::{DbConnection, StoreError};
@@ -321,46 +323,47 @@ struct KeyedMonthCount {
     n: i64,
 }
 
-/// The activities of the year by month. `$1` municipality, `$2` first day of the year,
-/// `$3` first day of the next year; `$4` … `$8` the kind and outcome keys.
+/// The activities of the year by month, added up from the cases' monthly counts
+/// (`store::activity_months`). `$1` municipality, `$2` first month of the year (`YYYY-04`),
+/// `$3` first month of the next year.
 const ACTIVITIES_BY_MONTH: &str = "\
-SELECT substr(local_date, 1, 7) AS month,
-       SUM(CASE WHEN kind = $4 THEN 1 ELSE 0 END) AS consultations,
-       SUM(CASE WHEN kind = $5 THEN 1 ELSE 0 END) AS visits,
-       SUM(CASE WHEN kind = $6 OR (kind = $5 AND letter_left) THEN 1 ELSE 0 END) AS letters,
-       SUM(CASE WHEN kind = $7 THEN 1 ELSE 0 END) AS contacts,
-       SUM(CASE WHEN kind = $5 AND outcome = $8 THEN 1 ELSE 0 END) AS met
-FROM activities
-WHERE municipality = $1 AND local_date >= $2 AND local_date < $3 AND NOT voided
-GROUP BY substr(local_date, 1, 7)";
+SELECT month,
+       CAST(SUM(consultations) AS BIGINT) AS consultations,
+       CAST(SUM(visits) AS BIGINT) AS visits,
+       CAST(SUM(letters) AS BIGINT) AS letters,
+       CAST(SUM(contacts) AS BIGINT) AS contacts,
+       CAST(SUM(met) AS BIGINT) AS met
+FROM activity_months
+WHERE municipality = $1 AND month >= $2 AND month < $3
+GROUP BY month";
 
 /// The persons (cases) consulted in each month of the year, and how many of them were
 /// consulted for the first time ever: `consulted` holds each case once per month it was
 /// consulted in, `firsts` each case with its first month of the year; a case is new in that
 /// month when it has no (non-voided) consultation before the year. Rows of the first half
-/// have `new_persons` 0, rows of the second `persons` 0. `$1` municipality, `$2`/`$3` the
-/// year, `$4` the consultation kind key.
+/// have `new_persons` 0, rows of the second `persons` 0. Parameters as
+/// [`ACTIVITIES_BY_MONTH`].
 const PERSONS_BY_MONTH: &str = "\
 WITH consulted AS (
-    SELECT case_id, substr(local_date, 1, 7) AS month
-    FROM activities
-    WHERE municipality = $1 AND kind = $4 AND NOT voided AND local_date >= $2 AND local_date < $3
-    GROUP BY case_id, substr(local_date, 1, 7)),
+    SELECT case_id, month
+    FROM activity_months
+    WHERE municipality = $1 AND consultations > 0 AND month >= $2 AND month < $3
+    GROUP BY case_id, month),
 firsts AS (SELECT case_id, MIN(month) AS month FROM consulted GROUP BY case_id)
 SELECT month, COUNT(*) AS persons, 0 AS new_persons FROM consulted GROUP BY month
 UNION ALL
 SELECT f.month AS month, 0 AS persons, COUNT(*) AS new_persons
 FROM firsts f
-WHERE NOT EXISTS (SELECT 1 FROM activities e
-                  WHERE e.case_id = f.case_id AND e.kind = $4 AND NOT e.voided AND e.local_date < $2)
+WHERE NOT EXISTS (SELECT 1 FROM activity_months e
+                  WHERE e.case_id = f.case_id AND e.consultations > 0 AND e.month < $2)
 GROUP BY f.month";
 
-/// The topics of the year's consultations, by month. Parameters as [`PERSONS_BY_MONTH`].
+/// The topics of the year's consultations, by month. Parameters as [`ACTIVITIES_BY_MONTH`].
 const TOPICS_BY_MONTH: &str = "\
-SELECT substr(a.local_date, 1, 7) AS month, t.topic AS key, COUNT(*) AS n
-FROM activities a JOIN activity_topics t ON t.activity_id = a.activity_id
-WHERE a.municipality = $1 AND a.kind = $4 AND NOT a.voided AND a.local_date >= $2 AND a.local_date < $3
-GROUP BY substr(a.local_date, 1, 7), t.topic";
+SELECT month, topic AS key, CAST(SUM(n) AS BIGINT) AS n
+FROM activity_month_topics
+WHERE municipality = $1 AND month >= $2 AND month < $3
+GROUP BY month, topic";
 
 /// The referral destinations of the year's decisions, by month. `$1` municipality, `$2`/`$3`
 /// the year.
@@ -404,19 +407,15 @@ pub fn monthly(
 ) -> Result<MonthlyFigures, FiguresError> {
     let first = tsunagi_sync::document::format_date(fiscal_year.first_day());
     let next = format!("{:04}-04-01", fiscal_year.year() + 1);
+    let (first_month, next_month) =
+        (format!("{:04}-04", fiscal_year.year()), format!("{:04}-04", fiscal_year.year() + 1));
     let m = municipality.as_str();
-    let consultation = ActivityKind::Consultation.as_key();
 
     let sql = placeholders(conn, ACTIVITIES_BY_MONTH);
     let by_month: Vec<ActivityMonth> = diesel::sql_query(sql)
         .bind::<Text, _>(m)
-        .bind::<Text, _>(&first)
-        .bind::<Text, _>(&next)
-        .bind::<Text, _>(consultation)
-        .bind::<Text, _>(ActivityKind::Visit.as_key())
-        .bind::<Text, _>(ActivityKind::LetterLeft.as_key())
-        .bind::<Text, _>(ActivityKind::ContactAttempt.as_key())
-        .bind::<Text, _>(VisitOutcome::Met.as_key())
+        .bind::<Text, _>(&first_month)
+        .bind::<Text, _>(&next_month)
         .load(conn)?;
     let mut consultations = [0; MONTHS];
     let (mut visits, mut letters, mut contacts, mut met) = ([0; MONTHS], [0; MONTHS], [0; MONTHS], [0; MONTHS]);
@@ -432,9 +431,8 @@ pub fn monthly(
     let sql = placeholders(conn, PERSONS_BY_MONTH);
     let person_rows: Vec<PersonMonth> = diesel::sql_query(sql)
         .bind::<Text, _>(m)
-        .bind::<Text, _>(&first)
-        .bind::<Text, _>(&next)
-        .bind::<Text, _>(consultation)
+        .bind::<Text, _>(&first_month)
+        .bind::<Text, _>(&next_month)
         .load(conn)?;
     let (mut persons, mut new_persons) = ([0; MONTHS], [0; MONTHS]);
     for row in &person_rows {
@@ -446,9 +444,8 @@ pub fn monthly(
     let sql = placeholders(conn, TOPICS_BY_MONTH);
     let topic_rows: Vec<KeyedMonthCount> = diesel::sql_query(sql)
         .bind::<Text, _>(m)
-        .bind::<Text, _>(&first)
-        .bind::<Text, _>(&next)
-        .bind::<Text, _>(consultation)
+        .bind::<Text, _>(&first_month)
+        .bind::<Text, _>(&next_month)
         .load(conn)?;
     let mut topics: Vec<(String, [i64; MONTHS])> =
         ConsultationTopic::ALL.iter().map(|t| (t.as_key().to_owned(), [0; MONTHS])).collect();
@@ -597,7 +594,7 @@ mod tests {
 
     use super::*;
     use crate::store::schema::{activities, activity_topics, documents, municipalities, referrals};
-    use crate::store::Database;
+    use crate::store::{activity_months, Database};
     use crate::testing::{Backend, TestDatabase};
 
     const NAGAREYAMA: &str = "122203";
@@ -806,8 +803,19 @@ mod tests {
         rows.referral(&c, NAGAREYAMA, "d4", "hello_work", "2025-04-01");
         rows.referral(&elsewhere, KASHIWA, "d5", "hello_work", "2024-04-25");
 
+        // The monthly counts, rebuilt case by case as the projection does.
+        for case in [&a, &b, &c, &d, &elsewhere] {
+            activity_months::refresh_case(&mut conn, case).unwrap();
+        }
         let m = MunicipalityCode::parse(NAGAREYAMA).unwrap();
         let f = monthly_in_snapshot(&mut conn, &m, fy(2024), &Catalogue::default()).unwrap();
+        activity_months::refresh_all(&mut conn).unwrap();
+        let again = monthly_in_snapshot(&mut conn, &m, fy(2024), &Catalogue::default()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&f).unwrap(),
+            "rebuilding every case's counts at once gives the same figures"
+        );
         assert_eq!((f.fiscal_year, f.fiscal_year_label.as_str()), (2024, "令和6年度"));
         assert_eq!(f.months.len(), 12);
         assert_eq!((f.months[0].key.as_str(), f.months[0].label.as_str()), ("2024-04", "2024年4月"));
@@ -1000,6 +1008,7 @@ mod tests {
         for statement in statements {
             diesel::connection::SimpleConnection::batch_execute(conn, statement).unwrap();
         }
+        activity_months::refresh_all(conn).unwrap();
     }
 
     /// The best of three runs over a million activities, in milliseconds.

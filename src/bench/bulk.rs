@@ -19,7 +19,8 @@
 //!   topics, accompaniments, coordination, information; Japanese narratives; follow-up dates,
 //!   a few voided, about a third reviewed by a supervisor) as rows of the projections only:
 //!   `activities`, `activity_topics` and `reviews`, with multi-row `INSERT`s of up to a
-//!   thousand rows, a few hundred cases per transaction.
+//!   thousand rows, a few hundred cases per transaction; then each case's monthly counts
+//!   (`activity_months`), as the projection rebuilds them for a synced case.
 //!
 //! The activities are **not** in the case documents: building a million of them with
 //! Automerge would take as long as the sync engine does. The visit log and the monthly
@@ -43,7 +44,7 @@ use diesel::prelude::*;
 use tsunagi_server::store::documents::{self, Sender};
 use tsunagi_server::store::projections::{self, ActivityRow, ReviewRow};
 use tsunagi_server::store::schema::{activities, activity_topics, case_number_counters, reviews};
-use tsunagi_server::store::{DatabaseUrl, DbConnection};
+use tsunagi_server::store::{activity_months, DatabaseUrl, DbConnection};
 use tsunagi_sync::actor::random_device_actor;
 use tsunagi_sync::document::{format_date, keys};
 use tsunagi_sync::domain::catalogue::Catalogue;
@@ -438,8 +439,9 @@ fn write_batch(
     batch: Batch,
 ) -> anyhow::Result<()> {
     let now = chrono::Utc::now().naive_utc();
-    let (mut rows, mut topics, mut reviews) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut topics, mut reviews, mut ids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for case in batch.cases {
+        ids.push(case.case_id.to_string());
         documents::insert(conn, &case.case_id, municipality, now)?;
         for (change, sender) in &case.changes {
             documents::append_changes(conn, &case.case_id, std::slice::from_ref(change), *sender, now)?;
@@ -454,6 +456,10 @@ fn write_batch(
     insert_all!(conn, activities::table, rows);
     insert_all!(conn, activity_topics::table, topics);
     insert_all!(conn, reviews::table, reviews);
+    // The monthly counts the figures read, as the projection would have written them.
+    for id in &ids {
+        activity_months::refresh_case(conn, id)?;
+    }
     Ok(())
 }
 

@@ -157,6 +157,10 @@ pub struct BenchArgs {
     /// it by `next` (not scaled).
     #[arg(long, default_value_t = 5)]
     supervisor_pages: usize,
+    /// `supervisor` on PostgreSQL: keep the seeded database afterwards (its URL is printed),
+    /// to look at its query plans; drop it by hand (`DROP DATABASE …`) when done.
+    #[arg(long)]
+    keep_database: bool,
     /// Characters of each narrative (not scaled).
     #[arg(long, default_value_t = 300)]
     narrative_chars: usize,
@@ -194,6 +198,7 @@ pub struct Params {
     supervisor_activities: usize,
     supervisor_rounds: usize,
     supervisor_pages: usize,
+    keep_database: bool,
     narrative_chars: usize,
     seed: u64,
 }
@@ -225,6 +230,7 @@ impl Params {
             supervisor_activities: n(args.supervisor_activities_per_case),
             supervisor_rounds: n(args.supervisor_rounds),
             supervisor_pages: args.supervisor_pages.max(1),
+            keep_database: args.keep_database,
             narrative_chars: args.narrative_chars.max(1),
             seed: args.seed,
         })

@@ -123,6 +123,14 @@ impl BenchDatabase {
         }
     }
 
+    /// Leaves a PostgreSQL database in place when this value is dropped, and says where it
+    /// is (a SQLite file goes with the benchmark's temporary directory).
+    pub fn keep(&mut self) {
+        if self.postgres.take().is_some() {
+            eprintln!("the database is kept: {}", self.url_string());
+        }
+    }
+
     /// The URL for `TSUNAGI_DATABASE_URL`.
     pub fn url_string(&self) -> String {
         match &self.url {

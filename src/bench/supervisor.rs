@@ -273,7 +273,10 @@ pub fn run(ctx: &Context<'_>) -> anyhow::Result<SupervisorReport> {
     let p = ctx.params;
     let name = "supervisor";
     let seeding = Instant::now();
-    let db = BenchDatabase::create(ctx.backend, ctx.dir, name)?;
+    let mut db = BenchDatabase::create(ctx.backend, ctx.dir, name)?;
+    if p.keep_database {
+        db.keep();
+    }
     let (staffing, seeded): (Staffing, Seeded) =
         bulk::seed(&db.url, p.supervisor_cases, p.supervisor_activities, p.narrative_chars, p.seed)?;
     let seeding_s = seeding.elapsed().as_secs_f64();

@@ -221,6 +221,7 @@ pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> 
             .execute(conn)?;
     }
     super::forms::project_forms(conn, view)?;
+    super::activity_months::refresh_case(conn, &id)?;
     Ok(())
 }
 

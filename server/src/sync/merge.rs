@@ -32,7 +32,7 @@ use crate::store::documents::{self, Sender};
 use crate::store::schema::{
     activities, activity_topics, assignments, case_concerns, case_redirects, cases, persons, reviews,
 };
-use crate::store::{audit, forms, projections, visibility, DbConnection, StoreError};
+use crate::store::{activity_months, audit, forms, projections, visibility, DbConnection, StoreError};
 
 /// Why a merge was not made. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +125,7 @@ fn forget_projections(conn: &mut DbConnection, case: &str) -> Result<(), StoreEr
     diesel::delete(persons::table.filter(persons::case_id.eq(case))).execute(conn)?;
     diesel::delete(activities::table.filter(activities::case_id.eq(case))).execute(conn)?;
     diesel::delete(activity_topics::table.filter(activity_topics::case_id.eq(case))).execute(conn)?;
+    activity_months::refresh_case(conn, case)?;
     diesel::delete(case_concerns::table.filter(case_concerns::case_id.eq(case))).execute(conn)?;
     diesel::delete(reviews::table.filter(reviews::case_id.eq(case))).execute(conn)?;
     diesel::delete(assignments::table.filter(assignments::case_id.eq(case))).execute(conn)?;

@@ -1,0 +1,2 @@
+DROP TABLE activity_month_topics;
+DROP TABLE activity_months;
