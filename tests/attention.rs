@@ -75,6 +75,16 @@ async fn two_statuses_set_offline_make_one_conflict_and_choosing_leaves_one_valu
     expected.sort();
     assert_eq!(by, expected);
     assert!(values.iter().all(|v| v["arrived_at"].is_string()));
+    // The item shows case content (the values): reading the queue is audited as a read of it.
+    let admin = app.login(&people.administrator).await.access_token;
+    let audit = format!("/v1/audit?case={case}&action=attention.read");
+    let (status, log) = call(&app, reqwest::Method::GET, &admin, &audit, None).await;
+    assert_eq!(status, 200, "{log}");
+    let rows = log["entries"].as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter().any(|r| r["staff_id"] == people.supervisor.staff.to_string()),
+        "the supervisor's read of the queue is in the audit log: {log}"
+    );
 
     // A value that is not one of the conflict's is refused; then the supervisor chooses.
     let item_id = item["item_id"].as_str().unwrap();

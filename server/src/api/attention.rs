@@ -158,11 +158,27 @@ pub async fn list(
         } else {
             None
         };
+        audit_read(conn, &who, rows.iter().map(|r| r.case_id.as_str()))?;
         let items = rows.into_iter().map(|row| item(conn, row)).collect::<Result<Vec<_>, _>>()?;
         Ok(AttentionPage { items, next })
     })
     .await?;
     Ok(support::json(&page))
+}
+
+/// Writes one audit row `attention.read` per case whose items are shown: an item carries case
+/// content (a conflict's values, a duplicate's match).
+fn audit_read<'a>(
+    conn: &mut DbConnection,
+    who: &AuthenticatedDevice,
+    cases: impl Iterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    let at = Utc::now().naive_utc();
+    let shown: std::collections::BTreeSet<&str> = cases.collect();
+    for case in shown.into_iter().filter_map(|c| CaseId::parse(c).ok()) {
+        audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(&case), "attention.read", "attention")?;
+    }
+    Ok(())
 }
 
 /// `GET /v1/attention/{item_id}`: supervisors only.
@@ -173,9 +189,12 @@ pub async fn one(
 ) -> Result<HttpResponse, ApiFailure> {
     support::require_role(&who, &[Role::Supervisor])?;
     let id = path.into_inner();
-    let found = support::read(&state, move |conn| -> Result<Option<AttentionItem>, StoreError> {
+    let found = support::write(&state, move |conn| -> Result<Option<AttentionItem>, StoreError> {
         match attention::find(conn, &id)? {
-            Some(row) if may_see(conn, &who, &row)? => Ok(Some(item(conn, row)?)),
+            Some(row) if may_see(conn, &who, &row)? => {
+                audit_read(conn, &who, std::iter::once(row.case_id.as_str()))?;
+                Ok(Some(item(conn, row)?))
+            }
             _ => Ok(None),
         }
     })

@@ -268,6 +268,14 @@ fn load(
                 .or(activities::started_at.eq(*at).and(activities::activity_id.lt(id.clone()))),
         );
     }
+    if let DbConnection::Pg(pg) = conn {
+        // diesel keeps the statement prepared, and after five executions PostgreSQL may plan
+        // it once for any parameters. How selective `case_id = ANY(…)` and the dates are
+        // depends entirely on the values (a counsellor's ten cases or an area's thousands, a
+        // day or a year); such a generic plan took pages from milliseconds to 400 ms. So this
+        // transaction plans the page for its own values.
+        diesel::connection::SimpleConnection::batch_execute(pg, "SET LOCAL plan_cache_mode = force_custom_plan")?;
+    }
     let mut rows: Vec<ActivityRow> = query.load(conn)?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);

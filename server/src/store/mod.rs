@@ -174,9 +174,7 @@ impl Manager {
     fn open(&self) -> Result<DbConnection, r2d2::Error> {
         match &self.url {
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
-                conn.batch_execute(POSTGRES_CONNECTION_SETTINGS).map_err(r2d2::Error::QueryError)?;
-                Ok(DbConnection::Pg(conn))
+                PgConnection::establish(url).map(DbConnection::Pg).map_err(r2d2::Error::ConnectionError)
             }
             DatabaseUrl::Sqlite(path) => {
                 let path = path.to_str().ok_or_else(|| {
@@ -376,14 +374,6 @@ fn prepare_sqlite_file(path: &Path) -> Result<(), StoreError> {
     }
     Ok(())
 }
-
-/// What every PostgreSQL connection sets. diesel keeps its statements prepared, and after
-/// five executions PostgreSQL may plan a prepared statement once for any parameters (a
-/// generic plan). For the visit log that is a bad bargain: how selective `case_id =
-/// ANY($2)` or a date range is depends entirely on the values (a counsellor's ten cases or
-/// an area supervisor's thousands; a day or a year), and a generic plan chosen for one took
-/// a page from milliseconds to 400 ms. Planning anew each time costs well under a millisecond.
-const POSTGRES_CONNECTION_SETTINGS: &str = "SET plan_cache_mode = force_custom_plan";
 
 /// What every SQLite connection sets first. The busy timeout leads, so that none of the
 /// others fails on a lock another connection holds (a writer in this process, or `tsunagi
