@@ -55,7 +55,7 @@ use tsunagi_sync::domain::catalogue::Catalogue;
 use tsunagi_sync::domain::{ActivityKind, ConsultationTopic};
 use tsunagi_sync::ids::{FiscalYear, MunicipalityCode};
 
-use crate::store::{DbConnection, StoreError};
+use crate::store::{placeholders, DbConnection, StoreError};
 
 /// Months in a fiscal year.
 pub const MONTHS: usize = 12;
@@ -276,15 +276,6 @@ fn month_index(fiscal_year: FiscalYear, value: &str) -> Result<usize, FiguresErr
     }
     let index = (year - fiscal_year.year()) * 12 + month - 4;
     usize::try_from(index).ok().filter(|i| *i < MONTHS).ok_or_else(bad)
-}
-
-/// `pg` with `$1`, `$2`… turned into SQLite's `?1`, `?2`… on SQLite (the numbered form, so a
-/// parameter may appear more than once).
-fn placeholders(conn: &DbConnection, pg: &str) -> String {
-    match conn {
-        DbConnection::Pg(_) => pg.to_owned(),
-        DbConnection::Sqlite(_) => pg.replace('$', "?"),
-    }
 }
 
 #[derive(QueryableByName)]

@@ -19,8 +19,8 @@
 //!   topics, accompaniments, coordination, information; Japanese narratives; follow-up dates,
 //!   a few voided, about a third reviewed by a supervisor) as rows of the projections only:
 //!   `activities`, `activity_topics` and `reviews`, with multi-row `INSERT`s of up to a
-//!   thousand rows, a few hundred cases per transaction; then each case's monthly counts
-//!   (`activity_months`), as the projection rebuilds them for a synced case.
+//!   thousand rows, a few hundred cases per transaction; then the monthly counts of every
+//!   case at once (`activity_months`, with the statements the projection runs per case).
 //!
 //! The activities are **not** in the case documents: building a million of them with
 //! Automerge would take as long as the sync engine does. The visit log and the monthly
@@ -439,9 +439,8 @@ fn write_batch(
     batch: Batch,
 ) -> anyhow::Result<()> {
     let now = chrono::Utc::now().naive_utc();
-    let (mut rows, mut topics, mut reviews, mut ids) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut topics, mut reviews) = (Vec::new(), Vec::new(), Vec::new());
     for case in batch.cases {
-        ids.push(case.case_id.to_string());
         documents::insert(conn, &case.case_id, municipality, now)?;
         for (change, sender) in &case.changes {
             documents::append_changes(conn, &case.case_id, std::slice::from_ref(change), *sender, now)?;
@@ -456,10 +455,6 @@ fn write_batch(
     insert_all!(conn, activities::table, rows);
     insert_all!(conn, activity_topics::table, topics);
     insert_all!(conn, reviews::table, reviews);
-    // The monthly counts the figures read, as the projection would have written them.
-    for id in &ids {
-        activity_months::refresh_case(conn, id)?;
-    }
     Ok(())
 }
 
@@ -568,6 +563,9 @@ pub fn seed(
         }
         Ok(())
     })?;
+    // The monthly counts the figures read, from every activity row at once (the same
+    // statements the projection runs for one case).
+    db.write(activity_months::refresh_all)?;
     db.read(|conn| -> anyhow::Result<()> {
         conn.batch_execute("ANALYZE")?;
         Ok(())

@@ -14,7 +14,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use tsunagi_sync::domain::{ActivityKind, VisitOutcome};
 
-use super::{DbConnection, StoreError};
+use super::{placeholders, DbConnection, StoreError};
 
 /// Inserts the counts of the non-voided activities that `CONDITION` (spliced in, empty or
 /// `AND case_id = $6`) selects. `$1` … `$4` the kind keys (consultation, visit, letter left,
@@ -40,19 +40,11 @@ FROM activities a JOIN activity_topics t ON t.activity_id = a.activity_id
 WHERE a.kind = $1 AND NOT a.voided CONDITION
 GROUP BY a.case_id, substr(a.local_date, 1, 7), a.municipality, t.topic";
 
-/// `sql` with `$n` placeholders as the connection's backend writes them.
-fn for_backend(conn: &DbConnection, sql: &str) -> String {
-    match conn {
-        DbConnection::Pg(_) => sql.to_owned(),
-        DbConnection::Sqlite(_) => sql.replace('$', "?"),
-    }
-}
-
 /// Rebuilds the monthly counts of `case` from its activity rows (deleting them when it has
 /// none). Call it inside the transaction that rewrote those rows.
 pub fn refresh_case(conn: &mut DbConnection, case: &str) -> Result<(), StoreError> {
     for table in ["activity_months", "activity_month_topics"] {
-        diesel::sql_query(for_backend(conn, &format!("DELETE FROM {table} WHERE case_id = $1")))
+        diesel::sql_query(placeholders(conn, &format!("DELETE FROM {table} WHERE case_id = $1")))
             .bind::<Text, _>(case)
             .execute(conn)?;
     }
@@ -70,7 +62,7 @@ pub fn refresh_all(conn: &mut DbConnection) -> Result<(), StoreError> {
 /// Inserts the counts of `case`'s activities, or of every case's.
 fn insert(conn: &mut DbConnection, case: Option<&str>) -> Result<(), StoreError> {
     let months = INSERT_MONTHS.replace("CONDITION", if case.is_some() { "AND case_id = $6" } else { "" });
-    let months = diesel::sql_query(for_backend(conn, &months))
+    let months = diesel::sql_query(placeholders(conn, &months))
         .bind::<Text, _>(ActivityKind::Consultation.as_key())
         .bind::<Text, _>(ActivityKind::Visit.as_key())
         .bind::<Text, _>(ActivityKind::LetterLeft.as_key())
@@ -82,7 +74,7 @@ fn insert(conn: &mut DbConnection, case: Option<&str>) -> Result<(), StoreError>
     };
     let topics =
         INSERT_TOPICS.replace("CONDITION", if case.is_some() { "AND a.case_id = $2 AND t.case_id = $2" } else { "" });
-    let topics = diesel::sql_query(for_backend(conn, &topics)).bind::<Text, _>(ActivityKind::Consultation.as_key());
+    let topics = diesel::sql_query(placeholders(conn, &topics)).bind::<Text, _>(ActivityKind::Consultation.as_key());
     match case {
         Some(case) => topics.bind::<Text, _>(case).execute(conn)?,
         None => topics.execute(conn)?,

@@ -302,6 +302,17 @@ impl Database {
     }
 }
 
+/// `sql` written with PostgreSQL's numbered placeholders (`$1`, `$2`, …) as `conn`'s backend
+/// takes it: unchanged for PostgreSQL, `?1`, `?2`, … for SQLite (the numbered form, so a
+/// parameter may appear more than once). For the few statements written as SQL text
+/// (aggregates, `INSERT … SELECT`).
+pub fn placeholders(conn: &DbConnection, sql: &str) -> String {
+    match conn {
+        DbConnection::Pg(_) => sql.to_owned(),
+        DbConnection::Sqlite(_) => sql.replace('$', "?"),
+    }
+}
+
 /// Runs `f` in a write transaction on `conn` (`BEGIN IMMEDIATE` on SQLite).
 pub fn write_transaction<T, E>(
     conn: &mut DbConnection,
