@@ -7,8 +7,10 @@ mod common;
 use chrono::NaiveDate;
 use serde_json::{json, Value};
 use tsunagi_sync::domain::CaseStatus;
+use tsunagi_sync::domain::PlanVerdict;
 use tsunagi_sync::ids::CaseId;
-use tsunagi_sync::ops::NewPerson;
+use tsunagi_sync::ops::{NewDecision, NewPerson};
+use tsunagi_sync::session::CaseEvent;
 
 use common::phone::Phone;
 use common::{spawn_app, Backend, TestApp};
@@ -16,8 +18,10 @@ use tsunagi_server::sync::Assignment;
 
 on_both_backends!(
     two_statuses_set_offline_make_one_conflict_and_choosing_leaves_one_value_everywhere,
+    a_conflict_on_an_activity_s_follow_up_is_settled_by_the_supervisor,
     two_devices_amending_one_narrative_raise_a_concurrent_amendment,
     a_visit_logged_offline_on_a_case_suspended_meanwhile_is_kept_and_raises_a_late_entry,
+    a_visit_logged_offline_on_a_case_closed_meanwhile_is_in_the_visit_log_and_the_figures,
     two_phones_opening_a_case_for_one_household_raise_a_possible_duplicate,
     a_refused_upload_raises_a_quarantined_batch_item,
     a_supervisor_rejects_a_refused_upload_with_a_reason_or_accepts_it_with_an_override,
@@ -86,6 +90,19 @@ async fn two_statuses_set_offline_make_one_conflict_and_choosing_leaves_one_valu
         "the supervisor's read of the queue is in the audit log: {log}"
     );
 
+    // A cursor that is no item of an earlier page is an error, not a silent restart.
+    let (status, error) = call(&app, reqwest::Method::GET, &supervisor, "/v1/attention?after=nope", None).await;
+    assert_eq!((status, error["code"].as_str()), (400, Some("invalid_request")), "{error}");
+    let (status, page) = call(
+        &app,
+        reqwest::Method::GET,
+        &supervisor,
+        &format!("/v1/attention?after={}", item["item_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!((status, page["items"].as_array().map(Vec::len)), (200, Some(0)), "{page}");
+
     // A value that is not one of the conflict's is refused; then the supervisor chooses.
     let item_id = item["item_id"].as_str().unwrap();
     let path = format!("/v1/attention/{item_id}/resolve");
@@ -127,6 +144,70 @@ async fn two_statuses_set_offline_make_one_conflict_and_choosing_leaves_one_valu
         chosen_by,
         vec![(Some(people.supervisor.staff.to_string()), Some(people.supervisor.device.to_string()))]
     );
+}
+
+/// Sato's phone and her tablet give one visit different follow-up dates offline: a conflict
+/// on an activity's register, which only its author could amend — the supervisor settles it.
+async fn a_conflict_on_an_activity_s_follow_up_is_settled_by_the_supervisor(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let tablet_person = app.add_device(&people.counsellor, "佐藤 花子のタブレット");
+    let mut phone = Phone::sign_in(&app.address, &people.counsellor).await;
+    let case = phone.open_case();
+    let visit = phone.log_visit(&case, 10, "不在。手紙を残した。");
+    phone.sync().await;
+    let mut tablet = Phone::sign_in(&app.address, &tablet_person).await;
+    tablet.sync().await;
+
+    let (first, second) =
+        (NaiveDate::from_ymd_opt(2026, 12, 10).unwrap(), NaiveDate::from_ymd_opt(2026, 12, 17).unwrap());
+    phone.edit(&case, |r| r.set_follow_up(visit, Some(first))).unwrap();
+    tablet.edit(&case, |r| r.set_follow_up(visit, Some(second))).unwrap();
+    phone.sync().await;
+    tablet.sync().await;
+
+    let supervisor = app.login(&people.supervisor).await.access_token;
+    let items = open_items(&app, &supervisor, "kind=conflict").await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    let path = format!("/activities/{visit}/follow_up_on");
+    assert_eq!(items[0]["detail"]["path"], path);
+    let values = items[0]["detail"]["values"].as_array().unwrap();
+    let mut seen: Vec<(String, String)> = values
+        .iter()
+        .map(|v| (v["value"].as_str().unwrap().to_owned(), v["device_id"].as_str().unwrap().to_owned()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("2026-12-10".to_owned(), people.counsellor.device.to_string()),
+            ("2026-12-17".to_owned(), tablet_person.device.to_string()),
+        ]
+    );
+    for value in values {
+        assert_eq!(value["staff_id"], people.counsellor.staff.to_string(), "{value}");
+        // When this value was set (its change's own time) and when that change arrived.
+        assert!(value["set_at"].is_string() && value["arrived_at"].is_string(), "{value}");
+        assert_eq!(value["change"].as_str().map(str::len), Some(64), "{value}");
+    }
+    assert_ne!(values[0]["change"], values[1]["change"]);
+
+    let resolve = format!("/v1/attention/{}/resolve", items[0]["item_id"].as_str().unwrap());
+    let (status, resolved) =
+        call(&app, reqwest::Method::POST, &supervisor, &resolve, Some(json!({"value": "2026-12-17"}))).await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(resolved["resolution"]["chose"], "2026-12-17");
+    for device in [&mut phone, &mut tablet] {
+        device.sync().await;
+        let view = device.view(&case);
+        assert_eq!(view.activities[&visit].follow_up_on, Some(second));
+        assert!(view.conflicts.is_empty(), "{:?}", view.conflicts);
+    }
+    assert!(open_items(&app, &supervisor, "kind=conflict").await.is_empty());
+    // Settling is not amending: the supervisor cannot write the register again.
+    let (status, _) =
+        call(&app, reqwest::Method::POST, &supervisor, &resolve, Some(json!({"value": "2026-12-10"}))).await;
+    assert_eq!(status, 409);
 }
 
 async fn two_devices_amending_one_narrative_raise_a_concurrent_amendment(backend: Backend) {
@@ -202,6 +283,58 @@ async fn a_visit_logged_offline_on_a_case_suspended_meanwhile_is_kept_and_raises
         items.iter().map(|i| (i["subject"].as_str().unwrap(), i["detail"]["reason"].as_str().unwrap())).collect();
     let after = after_unassign.to_string();
     assert!(reasons.contains(&(after.as_str(), "not_assigned")), "{reasons:?}");
+}
+
+/// The case exactly: the meeting closes the case (with its decision) while 鈴木 is
+/// out; her visit arrives afterwards and is stored, shown, counted and flagged.
+async fn a_visit_logged_offline_on_a_case_closed_meanwhile_is_in_the_visit_log_and_the_figures(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let mut sato = Phone::sign_in(&app.address, &people.counsellor).await;
+    let case = sato.open_case();
+    let first = sato.log_visit(&case, 9, "面談。");
+    sato.sync().await;
+    app.assign(&case, &people.counsellor2.staff, Assignment::Other).unwrap();
+    let mut suzuki = Phone::sign_in(&app.address, &people.counsellor2).await;
+    suzuki.sync().await;
+
+    let late = suzuki.log_visit(&case, 11, "不在。手紙を残した。");
+    // The supervisor records the meeting's decision to close, and closes the case.
+    let mut chief = Phone::sign_in(&app.address, &people.supervisor).await;
+    chief.sync().await;
+    let closed_on = NaiveDate::from_ymd_opt(2026, 11, 5).unwrap();
+    chief
+        .edit(&case, |r| r.record_decision(NewDecision::new(closed_on, PlanVerdict::Close).decided(closed_on)))
+        .unwrap();
+    chief.edit(&case, |r| r.set_status(CaseStatus::Closed)).unwrap();
+    let report = chief.sync().await;
+    assert!(report.events_of(&case).all(|e| !matches!(e, CaseEvent::Refused { .. })), "{report:?}");
+    let report = suzuki.sync().await;
+    assert!(report.events_of(&case).all(|e| !matches!(e, CaseEvent::Refused { .. })), "never refused: {report:?}");
+
+    let supervisor = app.login(&people.supervisor).await.access_token;
+    let (_, record) = call(&app, reqwest::Method::GET, &supervisor, &format!("/v1/cases/{case}"), None).await;
+    assert_eq!(record["case"]["status"], "closed");
+    assert!(record["case"]["activities"].as_object().unwrap().contains_key(&late.to_string()), "{record}");
+    let (_, visits) = call(&app, reqwest::Method::GET, &supervisor, &format!("/v1/visits?case={case}"), None).await;
+    let mut ids: Vec<&str> =
+        visits["visits"].as_array().unwrap().iter().map(|v| v["activity_id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut expected = vec![first.to_string(), late.to_string()];
+    expected.sort();
+    assert_eq!(ids, expected, "stored and in the visit log");
+    // 2026-11-04 is in fiscal 2026, month 8 (November): both visits count, with the letter.
+    let (status, figures) = call(&app, reqwest::Method::GET, &supervisor, "/v1/figures/2026", None).await;
+    assert_eq!(status, 200, "{figures}");
+    assert_eq!(figures["outreach"]["visits"]["months"][7], 2, "{figures}");
+    assert_eq!(figures["outreach"]["letters_left"]["months"][7], 2, "{figures}");
+
+    let items = open_items(&app, &supervisor, "kind=late_entry").await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["subject"], late.to_string());
+    assert_eq!(items[0]["detail"]["reason"], "case_closed");
+    assert_eq!(items[0]["detail"]["status"], "closed");
+    assert_eq!(items[0]["detail"]["recorded_by"], people.counsellor2.staff.to_string());
 }
 
 async fn two_phones_opening_a_case_for_one_household_raise_a_possible_duplicate(backend: Backend) {
@@ -376,6 +509,18 @@ async fn merging_a_duplicate_keeps_every_activity_and_both_numbers_lead_to_the_s
 
     let supervisor = app.login(&people.supervisor).await.access_token;
     assert_eq!(open_items(&app, &supervisor, "kind=possible_duplicate").await.len(), 1);
+    // The supervisor reviewed 鈴木's visit on the duplicate before anyone saw the match.
+    let body = json!({"activity_id": call_.to_string(), "comment": "近所の方の話を次回確認。"});
+    let (status, review) =
+        call(&app, reqwest::Method::POST, &supervisor, &format!("/v1/cases/{duplicate}/reviews"), Some(body)).await;
+    assert_eq!(status, 201, "{review}");
+    let review = review["review_id"].as_str().unwrap().to_owned();
+    let members_of = |phone: &Phone, case: &CaseId| -> Vec<String> {
+        phone.view(case).household.keys().map(|p| p.to_string()).collect()
+    };
+    let mut members = members_of(&sato, &survivor);
+    members.extend(members_of(&suzuki, &duplicate));
+    members.sort();
     // 鈴木 logs one more visit on the duplicate offline, before hearing of the merge.
     let late = suzuki.log_visit(&duplicate, 16, "再訪問。");
 
@@ -400,6 +545,13 @@ async fn merging_a_duplicate_keeps_every_activity_and_both_numbers_lead_to_the_s
     let assignees: Vec<&str> =
         record["case"]["assignees"]["others"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     assert!(assignees.contains(&people.counsellor2.staff.to_string().as_str()), "{assignees:?}");
+    // Both households' members (the same person twice, each with the visits naming them) and
+    // the review moved too.
+    let mut kept: Vec<String> = record["case"]["household"].as_object().unwrap().keys().cloned().collect();
+    kept.sort();
+    assert_eq!(kept, members);
+    let reviews = record["case"]["reviews"].as_object().unwrap();
+    assert_eq!(reviews[&review]["activity_id"], call_.to_string(), "{reviews:?}");
     let (_, log) = call(&app, reqwest::Method::GET, &supervisor, "/v1/visits", None).await;
     let mut ids: Vec<&str> =
         log["visits"].as_array().unwrap().iter().map(|v| v["activity_id"].as_str().unwrap()).collect();
@@ -441,4 +593,18 @@ async fn merging_a_duplicate_keeps_every_activity_and_both_numbers_lead_to_the_s
     assert_eq!(late_items[0]["case_id"], survivor.to_string());
     assert_eq!(late_items[0]["subject"], late.to_string());
     assert_eq!(late_items[0]["detail"]["reason"], "case_merged");
+    // The late visit itself reached the survivor: its record, the visit log, the figures, and
+    // 鈴木's replica of it.
+    let (_, record) = call(&app, reqwest::Method::GET, &supervisor, &format!("/v1/cases/{survivor}"), None).await;
+    assert!(record["case"]["activities"].as_object().unwrap().contains_key(&late.to_string()), "{record}");
+    let (_, log) = call(&app, reqwest::Method::GET, &supervisor, "/v1/visits", None).await;
+    let logged: Vec<&str> =
+        log["visits"].as_array().unwrap().iter().map(|v| v["activity_id"].as_str().unwrap()).collect();
+    assert_eq!(logged.len(), 3, "{logged:?}");
+    assert!(logged.contains(&late.to_string().as_str()));
+    suzuki.sync().await;
+    assert!(suzuki.view(&survivor).activities.contains_key(&late), "the survivor on 鈴木's phone has it");
+    // Carried once: another sync of the same devices copies nothing again.
+    sato.sync().await;
+    assert_eq!(sato.view(&survivor).activities.len(), 3);
 }

@@ -6,12 +6,13 @@
 //!
 //! - [`AttentionKind::Conflict`]: a register (status, consent, primary assignee, an
 //!   activity's outcome or follow-up date, a household member's fields…) holds concurrent
-//!   values — every value is listed with the device and staff member who set it and when
-//!   their change arrived;
+//!   values — every value is listed with the change that wrote it, the device and staff
+//!   member who sent that change, when it was set and when it arrived;
 //! - [`AttentionKind::ConcurrentAmendment`]: two devices amended the same text (a narrative,
 //!   a note) concurrently; the text merged character by character, and should be read once;
 //! - [`AttentionKind::LateEntry`]: an activity arrived after its case was closed or suspended,
-//!   or after its counsellor was unassigned — accepted and kept, never refused for that;
+//!   or after its counsellor was unassigned, or after the case was merged into another —
+//!   accepted and kept, never refused for that;
 //! - [`AttentionKind::PossibleDuplicate`]: a household member matches one of another case of
 //!   the municipality (same name reading and date of birth);
 //! - [`AttentionKind::QuarantinedBatch`]: a refused upload waits for a decision.
@@ -32,7 +33,7 @@ use tsunagi_sync::domain::{CaseStatus, Role};
 use tsunagi_sync::ids::{CaseId, MunicipalityCode, StaffId, JAPAN};
 use uuid::Uuid;
 
-use crate::store::schema::{attention, cases, changes, devices, persons};
+use crate::store::schema::{attention, cases, changes, persons};
 use crate::store::{DbConnection, StoreError};
 
 /// What an attention item is about.
@@ -175,22 +176,22 @@ pub fn raise(
     Ok(())
 }
 
-/// Marks an item resolved.
+/// Marks an item resolved. `false`: it was resolved already (nothing changed).
 pub fn resolve(
     conn: &mut DbConnection,
     id: &str,
     by: Option<&StaffId>,
     resolution: &Value,
     at: NaiveDateTime,
-) -> Result<(), StoreError> {
-    diesel::update(attention::table.find(id).filter(attention::resolved_at.is_null()))
+) -> Result<bool, StoreError> {
+    let updated = diesel::update(attention::table.find(id).filter(attention::resolved_at.is_null()))
         .set((
             attention::resolved_at.eq(Some(at)),
             attention::resolved_by.eq(by.map(|s| s.to_string())),
             attention::resolution.eq(Some(resolution.to_string())),
         ))
         .execute(conn)?;
-    Ok(())
+    Ok(updated == 1)
 }
 
 /// What a stored batch is checked against.
@@ -219,9 +220,10 @@ pub struct Batch<'a> {
 /// transaction, after its changes and projections are written.
 pub fn check_batch(conn: &mut DbConnection, batch: &Batch<'_>) -> Result<(), StoreError> {
     let before_view = if batch.before.get_heads().is_empty() { None } else { read_case(batch.before).view };
-    if let Some(survivor) = crate::store::projections::merged_into(conn, batch.case)? {
+    if let Some(survivor) = crate::store::projections::survivor_of(conn, batch.case)? {
         // Work on a case that was merged away, from a device that had not heard yet: stored in
-        // the merged case's document, and brought to the supervisor on the survivor.
+        // the merged case's document, carried into the survivor's (see
+        // `SyncEngine::carry_into_survivor`), and brought to the supervisor on the survivor.
         for activity in batch.view.activities.values() {
             if before_view.as_ref().is_some_and(|b| b.activities.contains_key(&activity.id)) {
                 continue;
@@ -256,25 +258,38 @@ fn conflicts(conn: &mut DbConnection, batch: &Batch<'_>) -> Result<(), StoreErro
     let mut current = BTreeSet::new();
     for conflict in &batch.view.conflicts {
         current.insert(conflict.path.clone());
+        let writers = register_writers(batch.after, &conflict.path);
         let mut values = Vec::new();
         for value in &conflict.values {
-            let actor = hex::decode(&value.actor).unwrap_or_default();
-            let arrived: Option<NaiveDateTime> = changes::table
-                .filter(changes::case_id.eq(&case))
-                .filter(changes::actor.eq(&actor))
-                .select(diesel::dsl::max(changes::received_at))
-                .first(conn)?;
-            let staff: Option<String> = match &value.device_id {
-                Some(device) => {
-                    devices::table.find(device.to_string()).select(devices::staff_id).first(conn).optional()?
-                }
+            // The change that wrote this value: who sent it (the staff member on whose behalf
+            // the server wrote it, for the server's own actor), from which device, when it
+            // arrived, and the time its author's device gave it.
+            let change = writers.iter().find(|(actor, _)| *actor == value.actor).map(|(_, hash)| *hash);
+            let stored: Option<(Option<String>, Option<String>, NaiveDateTime)> = match change {
+                Some(hash) => changes::table
+                    .filter(changes::case_id.eq(&case))
+                    .filter(changes::hash.eq(hash.0.to_vec()))
+                    .select((changes::staff_id, changes::device_id, changes::received_at))
+                    .first(conn)
+                    .optional()?,
                 None => None,
+            };
+            let set_at = change
+                .and_then(|hash| batch.after.get_change_meta_by_hash(&hash))
+                .filter(|meta| meta.timestamp > 0)
+                .and_then(|meta| chrono::DateTime::from_timestamp(meta.timestamp, 0))
+                .map(|t| format_instant(t.with_timezone(&JAPAN)));
+            let (staff, device, arrived) = match stored {
+                Some((staff, device, arrived)) => (staff, device, Some(arrived)),
+                None => (None, value.device_id.map(|d| d.to_string()), None),
             };
             values.push(json!({
                 "value": value.value,
                 "staff_id": staff,
-                "device_id": value.device_id,
+                "device_id": device,
                 "by_server": value.device_id.is_none(),
+                "change": change.map(|h| h.to_string()),
+                "set_at": set_at,
                 "arrived_at": arrived.map(|t| format_instant(t.and_utc().with_timezone(&JAPAN))),
             }));
         }
@@ -302,6 +317,30 @@ fn conflicts(conn: &mut DbConnection, batch: &Batch<'_>) -> Result<(), StoreErro
         }
     }
     Ok(())
+}
+
+/// The Automerge actor (hex) and change of each value a register at `path` holds now.
+fn register_writers(doc: &Automerge, path: &str) -> Vec<(String, ChangeHash)> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some((last, parents)) = segs.split_last() else { return Vec::new() };
+    let mut obj = automerge::ROOT;
+    for seg in parents {
+        match doc.get(&obj, *seg) {
+            Ok(Some((automerge::Value::Object(_), id))) => obj = id,
+            _ => return Vec::new(),
+        }
+    }
+    doc.get_all(&obj, *last)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, id)| {
+            let actor = match &id {
+                automerge::ObjId::Id(_, actor, _) => actor.to_hex_string(),
+                automerge::ObjId::Root => return None,
+            };
+            doc.hash_for_opid(&id).map(|hash| (actor, hash))
+        })
+        .collect()
 }
 
 /// The text objects (narratives, notes, comments…) a range of history edited, by path.

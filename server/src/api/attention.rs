@@ -25,6 +25,7 @@ use crate::store::schema::{attention as attention_table, cases};
 use crate::store::visibility::{self, Scope};
 use crate::store::{audit, DbConnection, StoreError};
 use crate::sync::OnBehalfError;
+use tsunagi_sync::ops::CaseReplica;
 
 /// Registers the routes of this module.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -119,7 +120,7 @@ pub async fn list(
     };
     let after = q.after.as_deref().map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned);
     let limit = support::limit_param(&q.limit, 100, 500)?;
-    let page = support::write(&state, move |conn| -> Result<AttentionPage, StoreError> {
+    let page = support::write(&state, move |conn| -> Result<AttentionPage, ApiFailure> {
         let mut query = attention_table::table
             .filter(attention_table::municipality.eq(who.municipality.as_str()))
             .order((attention_table::raised_at.asc(), attention_table::item_id.asc()))
@@ -145,13 +146,17 @@ pub async fn list(
             None => {}
         }
         if let Some(after) = &after {
-            if let Some(cursor) = attention::find(conn, after)? {
-                query = query.filter(attention_table::raised_at.gt(cursor.raised_at).or(
+            // The cursor is an item of a page the caller was shown; anything else would
+            // silently restart the listing from the first item.
+            let cursor = attention::find(conn, after)?
+                .filter(|c| c.municipality == who.municipality.as_str())
+                .ok_or_else(|| invalid("after", "not an item of an earlier page (use that page's `next`)"))?;
+            query =
+                query.filter(attention_table::raised_at.gt(cursor.raised_at).or(
                     attention_table::raised_at.eq(cursor.raised_at).and(attention_table::item_id.gt(cursor.item_id)),
                 ));
-            }
         }
-        let mut rows: Vec<AttentionRow> = query.limit(limit + 1).load(conn)?;
+        let mut rows: Vec<AttentionRow> = query.limit(limit + 1).load(conn).map_err(StoreError::from)?;
         let next = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|r| r.item_id.clone())
@@ -228,6 +233,30 @@ fn scalar(value: &Value) -> Option<ScalarValue> {
     }
 }
 
+/// Writes `value` as the only value of the register at `path` (a conflict's subject): one
+/// change that supersedes every concurrent value.
+fn settle_register(replica: &mut CaseReplica, path: &str, value: ScalarValue) -> Result<(), OnBehalfError> {
+    let doc = replica.doc_mut();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some((last, parents)) = segs.split_last() else {
+        return Err(OnBehalfError::Conflict("the conflict's path is empty"));
+    };
+    let mut obj = ROOT;
+    for seg in parents {
+        obj = match doc.get(&obj, *seg).map_err(|e| StoreError::Corrupt(e.to_string()))? {
+            Some((AmValue::Object(ObjType::Map), id)) => id,
+            _ => return Err(OnBehalfError::Conflict("the conflict's register no longer exists")),
+        };
+    }
+    doc.put(&obj, *last, value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    doc.commit_with(
+        automerge::transaction::CommitOptions::default()
+            .with_message("settle conflict")
+            .with_time(Utc::now().timestamp()),
+    );
+    Ok(())
+}
+
 /// `POST /v1/attention/{item_id}/resolve`: supervisors only.
 ///
 /// - `conflict`: `{"value": …}` — one of the item's values; the server writes one change, on
@@ -261,6 +290,20 @@ pub async fn resolve(
     }
     let kind = AttentionKind::from_key(&row.kind).unwrap_or(AttentionKind::Conflict);
     let note = body.note.clone();
+    let case = CaseId::parse(&row.case_id).ok();
+    let staff = who.staff;
+    let device = who.device;
+    // Marks the item resolved, in the transaction of whatever the resolution wrote: a
+    // supervisor who lost a race to another hears 409 and nothing of theirs is kept.
+    let finish = move |conn: &mut DbConnection, resolution: Value| -> Result<AttentionItem, OnBehalfError> {
+        let at = Utc::now().naive_utc();
+        if !attention::resolve(conn, &id, Some(&staff), &resolution, at)? {
+            return Err(OnBehalfError::Conflict("this item is already resolved"));
+        }
+        audit::record(conn, at, Some(&staff), Some(&device), case.as_ref(), "attention.resolve", &id)?;
+        let row = attention::find(conn, &id)?.ok_or_else(|| StoreError::Corrupt("attention item vanished".into()))?;
+        Ok(item(conn, row)?)
+    };
     let resolution = match kind {
         AttentionKind::Conflict => {
             let chosen = body.value.ok_or_else(|| invalid("value", "choose one of the item's values"))?;
@@ -275,31 +318,19 @@ pub async fn resolve(
             let requester = support::requester(&who);
             let engine = state.engine.clone();
             let path = row.subject.clone();
-            web::block(move || {
-                engine.write_on_behalf(&requester, &case, "attention.choose", &path, |replica| {
-                    let doc = replica.doc_mut();
-                    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-                    let Some((last, parents)) = segs.split_last() else {
-                        return Err(OnBehalfError::Conflict("the conflict's path is empty"));
-                    };
-                    let mut obj = ROOT;
-                    for seg in parents {
-                        obj = match doc.get(&obj, *seg).map_err(|e| StoreError::Corrupt(e.to_string()))? {
-                            Some((AmValue::Object(ObjType::Map), id)) => id,
-                            _ => return Err(OnBehalfError::Conflict("the conflict's register no longer exists")),
-                        };
-                    }
-                    doc.put(&obj, *last, value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    doc.commit_with(
-                        automerge::transaction::CommitOptions::default()
-                            .with_message("settle conflict")
-                            .with_time(Utc::now().timestamp()),
-                    );
-                    Ok(())
-                })
+            let resolution = json!({ "chose": chosen, "note": note });
+            let ((), resolved) = web::block(move || {
+                engine.write_on_behalf_then(
+                    &requester,
+                    &case,
+                    "attention.choose",
+                    &path,
+                    |replica| settle_register(replica, &path, value),
+                    |conn| finish(conn, resolution),
+                )
             })
             .await??;
-            json!({ "chose": chosen, "note": note })
+            return Ok(support::json(&resolved));
         }
         AttentionKind::ConcurrentAmendment | AttentionKind::LateEntry => json!({ "acknowledged": true, "note": note }),
         AttentionKind::PossibleDuplicate => match body.action.as_deref() {
@@ -310,14 +341,6 @@ pub async fn resolve(
             return Err(invalid("kind", "a quarantined batch is decided at `POST /v1/quarantine/{id}/decision`"));
         }
     };
-    let resolved = support::write(&state, move |conn| -> Result<AttentionItem, StoreError> {
-        let at = Utc::now().naive_utc();
-        attention::resolve(conn, &id, Some(&who.staff), &resolution, at)?;
-        let case = CaseId::parse(&row.case_id).ok();
-        audit::record(conn, at, Some(&who.staff), Some(&who.device), case.as_ref(), "attention.resolve", &id)?;
-        let row = attention::find(conn, &id)?.ok_or_else(|| StoreError::Corrupt("attention item vanished".into()))?;
-        item(conn, row)
-    })
-    .await?;
+    let resolved = support::write(&state, move |conn| finish(conn, resolution)).await?;
     Ok(support::json(&resolved))
 }

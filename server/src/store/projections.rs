@@ -310,3 +310,22 @@ pub fn merged_into(conn: &mut DbConnection, case: &CaseId) -> Result<Option<Case
         case_redirects::table.find(case.to_string()).select(case_redirects::merged_into).first(conn).optional()?;
     survivor.map(|s| CaseId::parse(&s).map_err(|e| StoreError::Corrupt(format!("case_redirects: {e}")))).transpose()
 }
+
+/// The case `case` finally lives on in: following merges (a survivor may itself have been
+/// merged later) to a case that was not merged. `None` when `case` was never merged.
+pub fn survivor_of(conn: &mut DbConnection, case: &CaseId) -> Result<Option<CaseId>, StoreError> {
+    let mut found = None;
+    let mut at = *case;
+    // Merges form no cycles (a merged case is never merged again); the bound only guards a
+    // damaged table.
+    for _ in 0..64 {
+        match merged_into(conn, &at)? {
+            Some(next) => {
+                found = Some(next);
+                at = next;
+            }
+            None => return Ok(found),
+        }
+    }
+    Err(StoreError::Corrupt(format!("case_redirects: the merges of {case} form a cycle")))
+}

@@ -116,6 +116,25 @@ fn root_map<D: ReadDoc>(doc: &D, key: &str) -> Result<Option<ObjId>, StoreError>
     })
 }
 
+/// Copies into `to` every household member, activity, review, plan, evaluation and decision
+/// of `from` that `to` does not have (by id: an entry already there is left as it is).
+/// Returns how many were copied.
+fn carry_entries(from: &Automerge, to: &mut AutoCommit) -> Result<usize, StoreError> {
+    let mut copied = 0;
+    for container in [keys::HOUSEHOLD, keys::ACTIVITIES, keys::REVIEWS, keys::PLANS, keys::EVALUATIONS, keys::DECISIONS]
+    {
+        let (Some(src), Some(dst)) = (root_map(from, container)?, root_map(to, container)?) else { continue };
+        let entries: Vec<String> = from.keys(&src).collect();
+        for entry in entries {
+            if to.get(&dst, entry.as_str()).map_err(corrupt)?.is_none() {
+                copy(from, &src, &entry, to, &dst)?;
+                copied += 1;
+            }
+        }
+    }
+    Ok(copied)
+}
+
 fn is_merged(conn: &mut DbConnection, case: &CaseId) -> Result<bool, StoreError> {
     Ok(projections::merged_into(conn, case)?.is_some())
 }
@@ -133,6 +152,61 @@ fn forget_projections(conn: &mut DbConnection, case: &str) -> Result<(), StoreEr
 }
 
 impl SyncEngine {
+    /// Work that reached `merged` after it was merged away, from a device that had not heard
+    /// yet (its batch is stored in `merged`'s document, `doc`): every entry `survivor` lacks is
+    /// copied into it, as one change by the server's actor recorded as `sender`'s, and the
+    /// survivor is projected — the late visit is in the survivor's record, visit log and
+    /// figures. Runs in the caller's transaction. Returns how many entries were copied.
+    ///
+    /// If the survivor would not read cleanly with them (it never should: members are copied
+    /// with the activities that name them), nothing is copied and the entries stay in the
+    /// merged case's stored document, where the late-entry item on the survivor points.
+    pub(super) fn carry_into_survivor(
+        &self,
+        conn: &mut DbConnection,
+        doc: &Automerge,
+        survivor: &CaseId,
+        sender: Sender,
+        at: chrono::NaiveDateTime,
+    ) -> Result<usize, StoreError> {
+        let Some(row) = documents::lock(conn, survivor)? else { return Ok(0) };
+        let stored = documents::load(conn, &row)?;
+        let heads = stored.get_heads();
+        let mut to = AutoCommit::load(&stored.save()).map_err(corrupt)?.with_actor(self.actor.clone());
+        let copied = carry_entries(doc, &mut to)?;
+        if copied == 0 {
+            return Ok(0);
+        }
+        to.commit_with(
+            CommitOptions::default()
+                .with_message("carry late entries of a merged case")
+                .with_time(at.and_utc().timestamp()),
+        );
+        let own = to.get_changes(&heads);
+        let after = to.document().clone();
+        let reading = read_case(&after);
+        let view = match reading.view {
+            Some(view) if reading.issues.is_empty() => view,
+            _ => {
+                tracing::warn!(case = %survivor, issues = reading.issues.len(), "late entries of a merged case not carried");
+                return Ok(0);
+            }
+        };
+        documents::append_changes(conn, survivor, &own, sender, at)?;
+        documents::update(conn, &row, &after, at)?;
+        projections::project(conn, &view, at)?;
+        audit::record(
+            conn,
+            at,
+            sender.staff.as_ref(),
+            sender.device.as_ref(),
+            Some(survivor),
+            "case.carried",
+            &copied.to_string(),
+        )?;
+        Ok(copied)
+    }
+
     /// Merges `duplicate` into `survivor` for supervisor `who`. Blocking.
     pub fn merge_cases(&self, who: &Requester, survivor: &CaseId, duplicate: &CaseId) -> Result<Merged, MergeError> {
         if survivor == duplicate {
@@ -164,19 +238,7 @@ impl SyncEngine {
             let stored = documents::load(conn, &survivor_row)?;
             let heads = stored.get_heads();
             let mut to = AutoCommit::load(&stored.save()).map_err(corrupt)?.with_actor(self.actor.clone());
-            let mut copied = 0;
-            for container in
-                [keys::HOUSEHOLD, keys::ACTIVITIES, keys::REVIEWS, keys::PLANS, keys::EVALUATIONS, keys::DECISIONS]
-            {
-                let (Some(src), Some(dst)) = (root_map(&from, container)?, root_map(&to, container)?) else { continue };
-                let entries: Vec<String> = from.keys(&src).collect();
-                for entry in entries {
-                    if to.get(&dst, entry.as_str()).map_err(corrupt)?.is_none() {
-                        copy(&from, &src, &entry, &mut to, &dst)?;
-                        copied += 1;
-                    }
-                }
-            }
+            let copied = carry_entries(&from, &mut to)?;
             let duplicate_view =
                 read_case(&from).view.ok_or_else(|| MergeError::Invalid("the duplicate does not read".into()))?;
             let survivor_before =

@@ -602,6 +602,9 @@ impl CaseTx<'_> {
             view.case_number = Some(number);
         }
         projections::project(self.conn, &view, at)?;
+        if let Some(survivor) = projections::survivor_of(self.conn, &case)? {
+            self.engine.carry_into_survivor(self.conn, &after, &survivor, sender, at)?;
+        }
         let since: Vec<ChangeHash> = self.upload.since.iter().map(|h| ChangeHash(h.0)).collect();
         attention::check_batch(
             self.conn,

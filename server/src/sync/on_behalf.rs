@@ -16,7 +16,7 @@ use tsunagi_sync::validation::{self, Acting, Violation};
 
 use super::{Requester, SyncEngine};
 use crate::store::documents::{self, Sender};
-use crate::store::{audit, projections, visibility, StoreError};
+use crate::store::{audit, projections, visibility, DbConnection, StoreError};
 
 /// Why a write on behalf of a staff member was not made. Nothing was changed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,21 @@ impl SyncEngine {
         detail: &str,
         op: impl FnOnce(&mut CaseReplica) -> Result<T, OnBehalfError>,
     ) -> Result<T, OnBehalfError> {
+        self.write_on_behalf_then(who, case, action, detail, op, |_| Ok(())).map(|(out, ())| out)
+    }
+
+    /// Like [`SyncEngine::write_on_behalf`], then runs `then` in **the same transaction**,
+    /// after the change is stored: what must hold or fail together with it (e.g. marking the
+    /// attention item it resolves). An error from `then` rolls the change back.
+    pub fn write_on_behalf_then<T, U>(
+        &self,
+        who: &Requester,
+        case: &CaseId,
+        action: &str,
+        detail: &str,
+        op: impl FnOnce(&mut CaseReplica) -> Result<T, OnBehalfError>,
+        then: impl FnOnce(&mut DbConnection) -> Result<U, OnBehalfError>,
+    ) -> Result<(T, U), OnBehalfError> {
         let at = Utc::now().naive_utc();
         self.db.write(|conn| {
             let Some(row) = documents::lock(conn, case)? else { return Err(OnBehalfError::NotFound) };
@@ -64,18 +79,18 @@ impl SyncEngine {
             let out = op(&mut replica)?;
             let mut doc = replica.into_doc();
             let own = doc.get_changes(&heads);
-            if own.is_empty() {
-                return Ok(out);
+            if !own.is_empty() {
+                let after = doc.document().clone();
+                let view = validation::validate_update(&after, &heads, &Acting::Staff(who.actor()))
+                    .map_err(OnBehalfError::Invalid)?;
+                let sender = Sender { staff: Some(who.staff), device: Some(who.device) };
+                documents::append_changes(conn, case, &own, sender, at)?;
+                documents::update(conn, &row, &after, at)?;
+                projections::project(conn, &view, at)?;
+                audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(case), action, detail)?;
             }
-            let after = doc.document().clone();
-            let view = validation::validate_update(&after, &heads, &Acting::Staff(who.actor()))
-                .map_err(OnBehalfError::Invalid)?;
-            let sender = Sender { staff: Some(who.staff), device: Some(who.device) };
-            documents::append_changes(conn, case, &own, sender, at)?;
-            documents::update(conn, &row, &after, at)?;
-            projections::project(conn, &view, at)?;
-            audit::record(conn, at, Some(&who.staff), Some(&who.device), Some(case), action, detail)?;
-            Ok(out)
+            let then = then(conn)?;
+            Ok((out, then))
         })
     }
 }

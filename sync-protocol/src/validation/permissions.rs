@@ -415,6 +415,7 @@ impl Checker<'_> {
                     k::KIND | k::RECORDED_BY | k::DEVICE_ID => {
                         self.violate(Code::ImmutableField, segs, "fixed when the activity is logged");
                     }
+                    _ if !delete && self.settles_conflict(actor, segs) => {}
                     k::VOIDED => self.void_write(segs, delete, actor, staff, &recorded_by),
                     _ => {
                         if recorded_by != staff {
@@ -427,6 +428,36 @@ impl Checker<'_> {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether this write settles a register of an existing entity that held concurrent
+    /// values before: a supervisor puts **one of those values** back as the only one. This is
+    /// how a supervisor resolves a `conflict` (an activity's outcome, follow-up date, or a void
+    /// recorded twice), whoever wrote the values; it is allowed on registers the author-only
+    /// rules would otherwise close to them, and nothing else is.
+    fn settles_conflict(&self, actor: &Actor, segs: &[String]) -> bool {
+        if actor.role != Role::Supervisor || self.before.is_empty() {
+            return false;
+        }
+        let path: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let Some((last, parents)) = path.split_last() else { return false };
+        let obj = match parents {
+            [] => ROOT,
+            _ => match self.before_at(parents) {
+                Some((Value::Object(_), id)) => id,
+                _ => return false,
+            },
+        };
+        let earlier = self.doc.get_all_at(&obj, *last, self.before).unwrap_or_default();
+        if earlier.len() < 2 {
+            return false;
+        }
+        // One value is left, and it is one of those that stood. (Writing the value Automerge
+        // showed may keep that value's own operation and remove only the others.)
+        match self.doc.get_all(&obj, *last).unwrap_or_default().as_slice() {
+            [(now @ Value::Scalar(_), _)] => earlier.iter().any(|(v, _)| v == now),
+            _ => false,
         }
     }
 
@@ -446,13 +477,13 @@ impl Checker<'_> {
             return;
         }
         let Some(field) = segs.get(3).map(String::as_str) else { return };
-        if let Some((_, earlier)) = self.before_at(&[k::ACTIVITIES, id, k::VOIDED, field]) {
-            // Overwritten in sequence (the earlier value is gone), not merely concurrent.
-            let still_there = self
-                .before_at(&[k::ACTIVITIES, id, k::VOIDED])
-                .and_then(|(_, voided)| self.doc.get_all(&voided, field).ok())
-                .is_some_and(|now| now.iter().any(|(_, op)| *op == earlier));
-            if !still_there {
+        if let Some((_, voided)) = self.before_at(&[k::ACTIVITIES, id, k::VOIDED]) {
+            // Overwritten in sequence (a value that stood before is gone), not merely
+            // concurrent. Only a supervisor settles concurrent voids (`settles_conflict`).
+            let earlier = self.doc.get_all_at(&voided, field, self.before).unwrap_or_default();
+            let now = self.doc.get_all(&voided, field).unwrap_or_default();
+            let all_still_there = earlier.iter().all(|(_, op)| now.iter().any(|(_, kept)| kept == op));
+            if !all_still_there {
                 self.violate(Code::ImmutableField, &segs[..3], "a void is final: it cannot be changed");
                 return;
             }

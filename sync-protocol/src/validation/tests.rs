@@ -1050,6 +1050,79 @@ fn only_the_author_or_a_supervisor_voids_an_activity() {
     assert_eq!(view.activities[&visit].voided.as_ref().unwrap().by, chief.staff);
 }
 
+/// Sato's phone and her tablet, both offline, give her visit different follow-up dates; the
+/// merged case holds both. Only a supervisor settles it, and only with one of those values.
+#[test]
+fn a_supervisor_settles_a_conflict_on_an_activity_with_one_of_its_values() {
+    let mut case = Case::new();
+    let (id, key) = (case.visit, case.visit.to_string());
+    let tablet_actor = Actor::counsellor(case.sato.staff, DeviceId::new_random());
+    let mut tablet = case.replica_for(tablet_actor);
+    assert_accepted(upload(&mut case.phone, |r| r.set_follow_up(id, Some(date(2026, 11, 20))).unwrap()));
+    let view = assert_accepted(upload(&mut tablet, |r| r.set_follow_up(id, Some(date(2026, 11, 27))).unwrap()));
+    let mut merged = case.phone.clone();
+    merged.merge(&mut tablet).unwrap();
+    let conflicts = crate::document::read_case(merged.doc_mut().document()).view.unwrap().conflicts;
+    let path = format!("{}/follow_up_on", case.visit_path());
+    assert!(conflicts.iter().any(|c| c.path == path && c.values.len() == 2), "{conflicts:?} {view:?}");
+    let settle = |value: &'static str| {
+        let key = key.clone();
+        move |doc: &mut AutoCommit| {
+            let activity = obj(doc, &["activities", &key]);
+            doc.put(&activity, "follow_up_on", value).unwrap();
+        }
+    };
+
+    // A counsellor, even another of Sato's colleagues, may not settle Sato's register.
+    let ito = case.ito;
+    let mut ito_phone = CaseReplica::load(&merged.clone().save(), ito).unwrap();
+    let outcome = upload_raw(&mut ito_phone, settle("2026-11-20"));
+    assert_refused(outcome, &one(ViolationCode::NotOwnActivity, &case.visit_path()));
+    // The supervisor may not write a third value: that is amending, not settling.
+    let chief = case.chief;
+    let mut chief_tablet = CaseReplica::load(&merged.clone().save(), chief).unwrap();
+    let outcome = upload_raw(&mut chief_tablet.clone(), settle("2026-12-01"));
+    assert_refused(outcome, &one(ViolationCode::NotOwnActivity, &case.visit_path()));
+    // Either value (the one Automerge shows, or the other): accepted, and the conflict is gone.
+    let view = assert_accepted(upload_raw(&mut chief_tablet.clone(), settle("2026-11-20")));
+    assert_eq!(view.activities[&id].follow_up_on, Some(date(2026, 11, 20)));
+    assert!(view.conflicts.is_empty(), "{:?}", view.conflicts);
+    let view = assert_accepted(upload_raw(&mut chief_tablet, settle("2026-11-27")));
+    assert_eq!(view.activities[&id].follow_up_on, Some(date(2026, 11, 27)));
+    assert!(view.conflicts.is_empty(), "{:?}", view.conflicts);
+    // Once settled there is nothing left to settle: a second write is an amendment again.
+    let outcome = upload_raw(&mut chief_tablet, settle("2026-11-20"));
+    assert_refused(outcome, &one(ViolationCode::NotOwnActivity, &case.visit_path()));
+}
+
+/// Sato and the chief void the same visit concurrently; the chief settles whose void it is,
+/// even choosing Sato's, although a void is otherwise final.
+#[test]
+fn a_supervisor_settles_two_concurrent_voids() {
+    let mut case = Case::new();
+    let (id, key) = (case.visit, case.visit.to_string());
+    let chief = case.chief;
+    let mut chief_tablet = case.replica_for(chief);
+    assert_accepted(upload(&mut case.phone, |r| r.void_activity(id, "重複登録", jst(5, 9)).unwrap()));
+    assert_accepted(upload(&mut chief_tablet, |r| r.void_activity(id, "別ケースの記録", jst(5, 10)).unwrap()));
+    chief_tablet.merge(&mut case.phone).unwrap();
+    let sato = case.sato.staff.to_string();
+    let view = assert_accepted(upload_raw(&mut chief_tablet, |doc| {
+        let voided = obj(doc, &["activities", &key, "voided"]);
+        doc.put(&voided, "by", sato.as_str()).unwrap();
+    }));
+    assert_eq!(view.activities[&id].voided.as_ref().unwrap().by, case.sato.staff);
+    assert!(!view.conflicts.iter().any(|c| c.path.ends_with("/voided/by")), "{:?}", view.conflicts);
+    // Sato may not settle the chief's void her way.
+    let mut phone = case.phone.clone();
+    phone.merge(&mut chief_tablet).unwrap();
+    let outcome = upload_raw(&mut phone, |doc| {
+        let voided = obj(doc, &["activities", &key, "voided"]);
+        doc.put(&voided, "reason", "重複登録").unwrap();
+    });
+    assert!(outcome.is_err(), "a counsellor does not settle a void: {outcome:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Authorship and the batch itself.
 // ---------------------------------------------------------------------------------------------
