@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use automerge::transaction::Transactable;
+use automerge::ReadDoc;
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone};
 use tsunagi_server::admin::{self, NewStaff, OrganisationKind};
 use tsunagi_server::config::{Settings, SigningKey};
@@ -191,6 +193,8 @@ fn jst(hour: u32, minute: u32) -> anyhow::Result<DateTime<FixedOffset>> {
 const SATO_NARRATIVE: &str = "インターホンに応答なし。長男の自転車あり。玄関に手紙を残した。";
 const ITO_LETTER_NARRATIVE: &str = "学校の欠席が続いているため、ヤングケアラー支援のチラシを郵便受けへ。";
 const ITO_CALL_NARRATIVE: &str = "母の携帯に電話、応答なし。留守電は残さず。";
+const ITO_8050_CALL_NARRATIVE: &str = "長男の携帯に電話、応答なし。";
+const REJECT_REASON: &str = "次回の訪問予定は佐藤さんの記録で佐藤さんが入れてください。";
 const REVIEW_TEXT: &str = "長男の登校状況を学校（スクールソーシャルワーカー）に確認してください。";
 const MOTHER_NOTE: &str = "通院を中断している。";
 const SATO_NOTE: &str = "通院を中断している。医療費の相談先を案内予定。";
@@ -457,9 +461,32 @@ async fn demo(dir: &TempDir, exit: bool) -> anyhow::Result<()> {
         "10b. 伊藤   opens a case for the same household offline (渡辺 茂, 1951-01-15), syncs: {duplicate_number}"
     );
 
+    ito_phone.edit(&household_8050, |r| {
+        Ok(r.log_activity(
+            NewActivity::new(
+                jst(16, 30)?,
+                Place::Phone,
+                ActivityDetails::ContactAttempt { channel: ContactChannel::Phone, outcome: ContactOutcome::NoAnswer },
+            )
+            .with_narrative(ITO_8050_CALL_NARRATIVE),
+        )?)
+    })?;
+    tanaka_tablet.sync(&household_8050).await?;
+    tanaka_tablet.edit(&household_8050, |r| Ok(r.set_status(CaseStatus::Suspended)?))?;
+    tanaka_tablet.sync(&household_8050).await?;
+    println!(
+        "10c. 伊藤   offline again: calls the 8050 household's son (no answer); meanwhile 田中 suspends that case (長男の入院) and syncs"
+    );
+
     // -- 5. Everyone syncs, twice -----------------------------------------------------------
     for round in 1..=2 {
         let a = sato_phone.sync(&case_id).await?;
+        if round == 1 {
+            let late = ito_phone.sync(&household_8050).await?;
+            println!(
+                "    伊藤's call on the 8050 household arrives after the suspension ({late}): stored, not refused"
+            );
+        }
         let b = ito_phone.sync(&case_id).await?;
         let c = tanaka_tablet.sync(&case_id).await?;
         println!("{}. all    sync round {round}: 佐藤 {a}; 伊藤 {b}; 田中 {c}", 10 + round);
@@ -518,6 +545,30 @@ async fn demo(dir: &TempDir, exit: bool) -> anyhow::Result<()> {
                     item["case_number"].as_str().unwrap_or("?"),
                 );
             }
+            Some("late_entry") => {
+                let detail = &item["detail"];
+                let kind_label = tsunagi_sync::domain::ActivityKind::from_key(detail["kind"].as_str().unwrap_or(""))
+                    .map(|k| k.label())
+                    .unwrap_or("?");
+                println!(
+                    "    {kind} late entry on {}: {kind_label} of {} by {}, after the case was {} — kept and counted",
+                    item["case_number"].as_str().unwrap_or("?"),
+                    detail["started_at"].as_str().unwrap_or("?"),
+                    detail["recorded_by"]
+                        .as_str()
+                        .and_then(|s| StaffId::parse(s).ok())
+                        .and_then(|s| names.get(&s).copied())
+                        .unwrap_or("?"),
+                    detail["status"].as_str().unwrap_or("?"),
+                );
+                let id = item["item_id"].as_str().unwrap_or_default();
+                api.send(
+                    Method::POST,
+                    &format!("/v1/attention/{id}/resolve"),
+                    serde_json::json!({"note": "入院中も連絡は継続"}),
+                )
+                .await?;
+            }
             Some("concurrent_amendment") => {
                 println!(
                     "    {kind} concurrent amendment of {} (merged; read it once)",
@@ -562,6 +613,63 @@ async fn demo(dir: &TempDir, exit: bool) -> anyhow::Result<()> {
     }
     println!("17c. 伊藤   syncs: the duplicate is deleted from the phone (merged), and {hoarding_number} arrives");
 
+    // 伊藤 tries to set a follow-up date on 佐藤's visit: only its author amends it.
+    ito_phone.edit(&case_id, |r| {
+        let doc = r.doc_mut();
+        let activities = match doc.get(automerge::ROOT, tsunagi_sync::document::keys::ACTIVITIES)? {
+            Some((automerge::Value::Object(_), id)) => id,
+            _ => bail!("the case has no activities"),
+        };
+        let activity = match doc.get(&activities, visit.to_string())? {
+            Some((automerge::Value::Object(_), id)) => id,
+            _ => bail!("佐藤's visit is not on 伊藤's phone"),
+        };
+        doc.put(&activity, tsunagi_sync::document::keys::FOLLOW_UP_ON, "2026-11-11")?;
+        doc.commit_with(
+            automerge::transaction::CommitOptions::default()
+                .with_message("set follow-up")
+                .with_time(chrono::Utc::now().timestamp()),
+        );
+        Ok(())
+    })?;
+    let report = ito_phone.client.sync(&ito_phone.token, &mut ito_phone.session, &mut ito_phone.store).await?;
+    let refusal = report.events_of(&case_id).find_map(|e| match e {
+        CaseEvent::Refused { error, kept, .. } => Some((error.clone(), kept.is_some())),
+        _ => None,
+    });
+    let Some((error, kept)) = refusal else { bail!("伊藤's change to 佐藤's visit was not refused") };
+    let reasons: Vec<String> = error.violations.iter().map(|v| format!("{}: {}", v.code.as_str(), v.message)).collect();
+    println!(
+        "17d. 伊藤   sets a follow-up date on 佐藤's visit and syncs: refused ({}); the change leaves the replica{}",
+        reasons.join("; "),
+        if kept { " and is kept on the phone" } else { "" }
+    );
+    let queue = api.get("/v1/attention?kind=quarantined_batch").await?;
+    let quarantine_id = queue["items"]
+        .as_array()
+        .and_then(|items| items.first())
+        .and_then(|item| item["detail"]["quarantine_id"].as_str())
+        .context("the refused upload raised no quarantined-batch item")?
+        .to_owned();
+    api.send(
+        Method::POST,
+        &format!("/v1/quarantine/{quarantine_id}/decision"),
+        serde_json::json!({"decision": "reject", "reason": REJECT_REASON}),
+    )
+    .await?;
+    println!("17e. 田中   sees it in the queue (保留中の送信) and rejects it with a reason");
+    let ito_api = Api { client: &ito_phone.client, token: &ito_phone.token };
+    let mine = ito_api.get("/v1/quarantine/mine").await?;
+    let decided = mine["uploads"]
+        .as_array()
+        .and_then(|uploads| uploads.iter().find(|u| u["id"] == quarantine_id.as_str()))
+        .context("伊藤 does not see his refused upload")?;
+    println!(
+        "17f. 伊藤   reads what became of it (GET /v1/quarantine/mine): {} — 「{}」",
+        decided["decision"].as_str().unwrap_or("?"),
+        decided["reason"].as_str().unwrap_or("")
+    );
+
     // 佐藤 calls again after the review: the record shows what is new since it.
     sato_phone.edit(&case_id, |r| {
         Ok(r.log_activity(
@@ -578,7 +686,7 @@ async fn demo(dir: &TempDir, exit: bool) -> anyhow::Result<()> {
     let since = &record["since_last_review"];
     let count = |key: &str| since[key].as_array().map(|a| a.len()).unwrap_or(0);
     println!(
-        "17d. 佐藤   calls the mother after the review; the record shows since the last review: {} new, {} amended",
+        "17g. 佐藤   calls the mother after the review; the record shows since the last review: {} new, {} amended",
         count("added"),
         count("amended")
     );

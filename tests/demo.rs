@@ -49,6 +49,13 @@ fn the_demo_plays_a_field_day_and_prints_the_merged_record() {
         "the duplicate is deleted from the phone (merged)",
         // What changed since the supervisor's review.
         "since the last review: 1 new, 0 amended",
+        // A call on a case suspended meanwhile: stored, flagged, counted.
+        "arrives after the suspension (1 change(s) up",
+        "late entry on 2026-0001: 連絡・接触",
+        // A refused upload: the reasons on the phone, the supervisor's decision back to it.
+        "refused (not_own_activity: only the counsellor who logged an activity amends it)",
+        "and is kept on the phone",
+        "(GET /v1/quarantine/mine): rejected — 「次回の訪問予定は",
     ] {
         assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
@@ -65,7 +72,7 @@ fn the_demo_plays_a_field_day_and_prints_the_merged_record() {
 
     // The month's figures match what the field day logged, as its visit log shows it.
     let log: Vec<&str> = stdout.lines().filter_map(|l| l.trim().strip_prefix("visit-log ")).collect();
-    assert_eq!(log.len(), 6, "{stdout}");
+    assert_eq!(log.len(), 7, "{stdout}");
     let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count() as i64;
     let figure = |key: &str| -> String {
         let prefix = format!("figure {key} ");
@@ -85,7 +92,7 @@ fn the_demo_plays_a_field_day_and_prints_the_merged_record() {
     // The 8050 household's consultation: its first, so a new person.
     assert_eq!((number("new_persons"), number("continuing_persons"), number("persons")), (1, 0, 1));
     assert_eq!(figure("met_share"), "0.0");
-    assert_eq!((number("visits"), number("letters_left"), number("contact_attempts")), (2, 2, 2));
+    assert_eq!((number("visits"), number("letters_left"), number("contact_attempts")), (2, 2, 3));
     assert!(stdout.contains("figure topic:elderly_care 高齢・介護 = 1"), "{stdout}");
     assert!(stdout.contains("figure topic:withdrawal ひきこもり = 1"), "{stdout}");
 
