@@ -1,5 +1,7 @@
-//! `tsunagi field`, the command-line field client, driven as a real process against the real
-//! server, on SQLite and on PostgreSQL.
+//! `tsunagi field`, the command-line field client, driven as a real process, on SQLite and on
+//! PostgreSQL: against the `tsunagi serve` binary (two counsellors offline on one case), and
+//! against the server built in the test process where a test needs its internals (a byte
+//! budget, the phone stack to stage conflicts).
 
 mod common;
 
@@ -51,9 +53,11 @@ async fn login(dir: &Path, server: &str, who: &Person) {
     assert_eq!(mode & 0o777, 0o600, "the session file is private");
 }
 
+/// Both sides as processes: `tsunagi serve` (the binary, configured by environment as an
+/// operator would) and two `tsunagi field` clients.
 async fn two_counsellors_log_visits_offline_sync_and_both_see_both(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let people = app.seed();
+    let app = tokio::task::spawn_blocking(move || common::process::serve(backend)).await.unwrap();
+    let people = app.people.clone();
     let tmp = tempfile::tempdir().unwrap();
     let (sato, suzuki) = (tmp.path().join("sato"), tmp.path().join("suzuki"));
 
@@ -76,10 +80,18 @@ async fn two_counsellors_log_visits_offline_sync_and_both_see_both(backend: Back
         ],
     )
     .await;
-    let case_id = CaseId::parse(&case).expect("open-case prints the case id");
+    CaseId::parse(&case).expect("open-case prints the case id");
+    let status = ok(&sato, &["status"]).await;
+    assert!(status.contains("server heads known: none (never synced)"), "{status}");
     let out = ok(&sato, &["sync"]).await;
     assert!(out.contains("uploaded 1"), "{out}");
-    app.assign(&case_id, &people.counsellor2.staff, Assignment::Other).unwrap();
+    // Now the server's heads are known: twelve hex digits of each, and when they were heard.
+    let status = ok(&sato, &["status"]).await;
+    let heads = status.lines().find_map(|l| l.trim().strip_prefix("server heads known: ")).unwrap_or_default();
+    let first = heads.split_whitespace().next().unwrap_or_default();
+    assert!(first.len() == 12 && first.chars().all(|c| c.is_ascii_hexdigit()), "{status}");
+    assert!(heads.contains("(as of 20"), "{status}");
+    app.server.admin(&["assign", &case, "--login", &people.counsellor2.login, "--other"], "");
     let out = ok(&suzuki, &["sync"]).await;
     assert!(out.contains("assigned 1"), "{out}");
 
@@ -135,6 +147,22 @@ async fn two_counsellors_log_visits_offline_sync_and_both_see_both(backend: Back
     }
     let list = ok(&sato, &["list"]).await;
     assert!(list.contains("activities: 2") && list.contains("pending: no"), "{list}");
+    // The same record on both devices, and on the server.
+    let (a, b) = (ok(&sato, &["show", &case]).await, ok(&suzuki, &["show", &case]).await);
+    assert_eq!(a, b, "both field clients show the same record");
+    let stored: Vec<String> = app
+        .db
+        .read(|c| -> Result<_, tsunagi_server::store::StoreError> {
+            use diesel::prelude::*;
+            use tsunagi_server::store::schema::activities;
+            Ok(activities::table.filter(activities::case_id.eq(&case)).select(activities::activity_id).load(c)?)
+        })
+        .unwrap();
+    let mut expected = vec![sato_visit.clone(), suzuki_visit.clone()];
+    expected.sort();
+    let mut stored = stored;
+    stored.sort();
+    assert_eq!(stored, expected);
 
     // Mistakes in input are refused clearly, with exit code 1, and change nothing.
     let (code, _, err) =

@@ -1,5 +1,6 @@
 //! `tsunagi field` when things go wrong: the periodic sync killed (SIGKILL) in the middle of a
-//! round and restarted, and the server stopped (SIGKILL) and restarted while a field client
+//! round — while its upload is on the wire, and after the server stored it but before the
+//! client heard — and restarted, and the server stopped (SIGKILL) and restarted while a field client
 //! syncs every second. Real processes throughout; nothing may be lost or duplicated.
 
 mod common;
@@ -16,9 +17,84 @@ use tsunagi_server::store::{schema, Database, DatabaseUrl, StoreError};
 use tsunagi_sync::ids::CaseId;
 
 use common::process::{free_port, Guard, Server, BIN};
+use common::proxy::{self, Moment, Proxy};
 use common::{spawn_app, Backend, Person, MUNICIPALITY};
 
 on_both_backends!(a_periodic_sync_killed_mid_round_and_restarted_loses_and_duplicates_nothing);
+
+/// Sends `tsunagi` child `guard` the signal `name` (e.g. `TERM`).
+fn send_signal(guard: &mut Guard, name: &str) {
+    let pid = guard.child().id().to_string();
+    assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap().success());
+}
+
+/// Waits (bounded) for the child to exit; returns its exit code and output.
+fn exit_within(guard: &mut Guard, secs: u64) -> (Option<i32>, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(status) = guard.child().try_wait().unwrap() {
+            let child = guard.0.take().unwrap();
+            let (out, err) = common::process::collect(child);
+            return (status.code(), out, err);
+        }
+        assert!(Instant::now() < deadline, "the client did not exit within {secs} s of the signals");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A round that is retrying against an unreachable server (~15 s of back-off) is not waited
+/// out: a first SIGTERM/SIGINT gives it a grace period, a second stops it at once. Nothing is
+/// lost: the visit goes up once the server is reachable again.
+#[tokio::test]
+async fn a_signal_stops_a_sync_that_is_retrying_against_an_unreachable_server() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let people = app.seed();
+    let (port, db) = (app.port, app.db.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("sato");
+        let proxy = Proxy::start(port);
+        let who = &people.counsellor;
+        login(&dir, &proxy.url(), &who.login, &who.password, &who.device.to_string());
+        let case = open_case(&dir, "高橋 健一");
+        let visit = log_visit(&dir, &case, "2026-11-04T10:00:00+09:00", "インターホンに応答なし。");
+        proxy.set_down(true);
+
+        // The tablet's periodic sync: two SIGTERMs, and it stops cleanly at once.
+        let mut periodic = spawn_field(&dir, &["sync", "--every", "1"]);
+        std::thread::sleep(Duration::from_millis(1500));
+        send_signal(&mut periodic, "TERM");
+        std::thread::sleep(Duration::from_millis(300));
+        send_signal(&mut periodic, "TERM");
+        let (code, out, err) = exit_within(&mut periodic, 5);
+        assert_eq!(code, Some(0), "{out}\n{err}");
+        assert!(err.contains("stopping: finishing the current sync"), "stdout: {out}\nstderr: {err}");
+        assert!(err.contains("nothing is lost"), "{err}");
+        assert!(out.trim_end().ends_with("stopped"), "{out}");
+
+        // A sync once, interrupted the same way with Ctrl-C: exit code 130.
+        let mut once = spawn_field(&dir, &["sync"]);
+        std::thread::sleep(Duration::from_millis(1500));
+        send_signal(&mut once, "INT");
+        std::thread::sleep(Duration::from_millis(300));
+        send_signal(&mut once, "INT");
+        let (code, out, err) = exit_within(&mut once, 5);
+        assert_eq!(code, Some(130), "{out}\n{err}");
+        assert!(err.contains("interrupted; nothing is lost"), "{err}");
+
+        // The replica loads, the visit is still pending, and it goes up when the server is back.
+        let status = ok(&dir, &["status"]);
+        assert!(pending_in_status(&status) > 0, "{status}");
+        proxy.set_down(false);
+        let out = ok(&dir, &["sync"]);
+        assert!(out.starts_with("uploaded "), "{out}");
+        assert_all_delivered_once(&dir, &db, &[(case, visit)]);
+    })
+    .await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
 
 /// Starts `tsunagi field --dir DIR ARGS…` in the background, output piped.
 fn spawn_field(dir: &Path, args: &[&str]) -> Guard {
@@ -153,25 +229,48 @@ async fn a_periodic_sync_killed_mid_round_and_restarted_loses_and_duplicates_not
 fn killed_mid_round(address: &str, db: &Database, who: &Person) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("sato");
-    login(&dir, address, &who.login, &who.password, &who.device.to_string());
+    // The client talks to the server through a proxy that can hold a sync request at a chosen
+    // moment, so that the kill provably lands while a request is in flight.
+    let upstream: u16 = address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the server's port");
+    let proxy = Proxy::start(upstream);
+    login(&dir, &proxy.url(), &who.login, &who.password, &who.device.to_string());
 
     let mut logged: Vec<(String, String)> = Vec::new();
     let mut cases: Vec<String> = Vec::new();
-    // Three moments to kill at: at once, early in the round, later in it.
-    for (round, wait_ms) in [5u64, 60, 250].into_iter().enumerate() {
+    // Three moments to kill at: while the upload is on its way (the server has the headers,
+    // not the body); after the server stored the batch and answered, before the client heard;
+    // and at a fixed delay, wherever the round then is (e.g. writing the replica store).
+    let moments = [Some(Moment::Uploading), Some(Moment::Answered), None];
+    for (round, moment) in moments.into_iter().enumerate() {
         // Each round: a new case and ~40 activities spread over the cases, all offline.
         cases.push(open_case(&dir, &format!("試験 {round}")));
+        let mut this_round = Vec::new();
         for i in 0..40 {
             let case = cases[i % cases.len()].clone();
             let at = format!("2026-11-{:02}T{:02}:{:02}:00+09:00", 3 + round, 8 + i / 6, (i % 6) * 10);
             let id = log_visit(&dir, &case, &at, &format!("第{round}回 {i}件目の訪問。不在。"));
+            this_round.push(id.clone());
             logged.push((case, id));
         }
 
+        let held = moment.map(|m| proxy.arm(m));
         let mut sync = spawn_field(&dir, &["sync", "--every", "1"]);
-        std::thread::sleep(Duration::from_millis(wait_ms));
+        match &held {
+            Some(rx) => assert!(proxy::wait(rx, 30), "round {round}: no sync request reached {moment:?} within 30 s"),
+            None => std::thread::sleep(Duration::from_millis(250)),
+        }
         let (out, err) = sync.kill();
-        eprintln!("round {round}: killed after {wait_ms} ms; stdout: {out:?} stderr: {err:?}");
+        proxy.release();
+        eprintln!("round {round}: killed at {moment:?}; stdout: {out:?} stderr: {err:?}");
+        let stored = activity_counts(db);
+        let arrived = this_round.iter().filter(|id| stored.contains_key(*id)).count();
+        match moment {
+            // The body never arrived whole: nothing of this round is stored.
+            Some(Moment::Uploading) => assert_eq!(arrived, 0, "round {round}: a cut-off upload stored something"),
+            // The server stored the batch; the client never heard so.
+            Some(Moment::Answered) => assert!(arrived > 0, "round {round}: the held answer was for no upload"),
+            None => {}
+        }
 
         // Restarted: a sync runs to completion (the lock of the killed process is gone).
         let out = ok(&dir, &["sync"]);

@@ -7,8 +7,16 @@
 //! `DIR/session.json`, mode 0600; the access token lives in memory only and is obtained from
 //! the refresh token by each command that talks to the server.
 //!
-//! Exit codes: 0 success, 1 failure (one line on standard error), 2 wrong usage, 3 this
-//! device was revoked and its store wiped.
+//! `sync` (once, or `--every SECONDS`) catches SIGINT and SIGTERM. A first signal lets the
+//! round in progress go on for up to 10 seconds — an answer in flight is then recorded — and
+//! stops after it; a second signal, or the end of those 10 seconds (a round retrying against
+//! a server that is down), stops it at once. Either way the replica store is intact (its
+//! writes are never cut short) and whatever the server had not acknowledged stays pending for
+//! the next sync.
+//!
+//! Exit codes: 0 success (and a periodic sync stopped by a signal), 1 failure (one line on
+//! standard error), 2 wrong usage, 3 this device was revoked and its store wiped, 130 a sync
+//! once stopped by a signal before it finished.
 //!
 //! [`ReplicaStore`]: tsunagi_sync::store::ReplicaStore
 
@@ -74,7 +82,7 @@ enum FieldCommand {
     List,
     /// A case as a counsellor reads it.
     Show { case: String },
-    /// Pending changes per case, the last successful sync, refusals kept.
+    /// Pending changes per case, the server heads known, the last successful sync, refusals kept.
     Status,
     /// Supervisors: the attention queue (online), for one case or all.
     Attention {
@@ -84,7 +92,8 @@ enum FieldCommand {
     },
     /// Your refused uploads and what a supervisor decided (online).
     Refused,
-    /// Sync with the server once, or every SECONDS until Ctrl-C / SIGTERM.
+    /// Sync with the server once, or every SECONDS until Ctrl-C / SIGTERM (a first signal lets
+    /// the round in progress finish for up to 10 s; a second stops at once, nothing lost).
     Sync {
         /// Sync again every SECONDS.
         #[arg(long, value_name = "SECONDS")]

@@ -189,6 +189,71 @@ impl Syncer {
     }
 }
 
+/// How long a round may go on after SIGINT/SIGTERM asked the client to stop: enough for a
+/// request in flight to be answered and recorded, not for a round of retries against a server
+/// that is down.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// SIGINT and SIGTERM, caught (from the start of `sync`, once or periodic).
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// What became of one round.
+enum Outcome {
+    Finished(Result<Round, ClientError>),
+    /// Stopped by a second signal, or at the end of [`GRACE`]: dropped at an `await` (waiting
+    /// for the server, or between retries), never inside a write to the store, which is
+    /// synchronous. What the server had not acknowledged stays pending for the next sync.
+    Abandoned,
+}
+
+/// Runs one round; a first signal gives it [`GRACE`] to finish and sets `stop`.
+async fn run_round(syncer: &mut Syncer, signals: &mut Signals, stop: &mut bool) -> Outcome {
+    let round = syncer.round();
+    tokio::pin!(round);
+    if !*stop {
+        tokio::select! {
+            result = &mut round => return Outcome::Finished(result),
+            _ = signals.recv() => {
+                *stop = true;
+                eprintln!(
+                    "stopping: finishing the current sync (at most {} s; press Ctrl-C again to stop at once)",
+                    GRACE.as_secs()
+                );
+            }
+        }
+    }
+    tokio::select! {
+        result = &mut round => Outcome::Finished(result),
+        _ = signals.recv() => Outcome::Abandoned,
+        _ = tokio::time::sleep(GRACE) => Outcome::Abandoned,
+    }
+}
+
+/// The exit code of a sync stopped by a signal before it finished (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+const ABANDONED: &str =
+    "the sync was interrupted; nothing is lost: what the server did not acknowledge goes up with the next sync";
+
 pub fn sync(dir: &Path, every: Option<u64>) -> anyhow::Result<ExitCode> {
     let session = FieldSession::load(dir)?;
     let store = ReplicaStore::open(dir).with_context(|| format!("cannot open the replica store {}", dir.display()))?;
@@ -196,41 +261,51 @@ pub fn sync(dir: &Path, every: Option<u64>) -> anyhow::Result<ExitCode> {
     let mut syncer =
         Syncer { dir: dir.to_path_buf(), client, session, sync: SyncSession::new(), store: Some(store), access: None };
     runtime()?.block_on(async move {
+        let mut signals = Signals::catch()?;
+        let mut stop = false;
         let Some(seconds) = every else {
-            return match syncer.round().await.context("sync failed")? {
-                Round::Done(report) => {
-                    println!("{}", summary(&report));
-                    print_details(&report);
-                    Ok(ExitCode::SUCCESS)
+            return match run_round(&mut syncer, &mut signals, &mut stop).await {
+                Outcome::Finished(result) => match result.context("sync failed")? {
+                    Round::Done(report) => {
+                        println!("{}", summary(&report));
+                        print_details(&report);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Round::Wiped => Ok(wiped(dir)),
+                },
+                Outcome::Abandoned => {
+                    eprintln!("{ABANDONED}");
+                    Ok(ExitCode::from(EXIT_INTERRUPTED))
                 }
-                Round::Wiped => Ok(wiped(dir)),
             };
         };
-        // Signals are caught from here on; one arriving during a round waits (buffered) until
-        // the round, and every write to the store it makes, is over.
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
         let interval = Duration::from_secs(seconds.max(1));
         loop {
-            match syncer.round().await {
-                Ok(Round::Done(report)) => {
+            match run_round(&mut syncer, &mut signals, &mut stop).await {
+                Outcome::Finished(Ok(Round::Done(report))) => {
                     println!("{}", summary(&report));
                     print_details(&report);
                 }
-                Ok(Round::Wiped) => return Ok(wiped(dir)),
-                Err(e) if e.requires_sign_in() => {
+                Outcome::Finished(Ok(Round::Wiped)) => return Ok(wiped(dir)),
+                Outcome::Finished(Err(e)) if e.requires_sign_in() => {
                     return Err(anyhow::Error::new(e).context("sync failed: sign in again"));
                 }
-                Err(e) => {
+                Outcome::Finished(Err(e)) => {
                     // The client has retried already; try again next round.
                     syncer.access = None;
                     println!("sync failed: {}", format!("{e:#}").replace('\n', " "));
                 }
+                Outcome::Abandoned => {
+                    eprintln!("{ABANDONED}");
+                    break;
+                }
+            }
+            if stop {
+                break;
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = interrupt.recv() => break,
-                _ = terminate.recv() => break,
+                _ = signals.recv() => break,
             }
         }
         println!("stopped");

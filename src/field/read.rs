@@ -191,6 +191,18 @@ pub fn status(dir: &Path) -> anyhow::Result<ExitCode> {
         let entry = store.entry(&case).cloned().unwrap_or_default();
         let number = entry.case_number.clone().unwrap_or_else(|| "(未採番)".to_owned());
         println!("{case}  {number}  pending changes: {}", pending(&store, &session, &case)?);
+        // The server's heads as last heard: the next sync sends what was made after them.
+        match entry.since.as_slice() {
+            [] => println!("  server heads known: none (never synced)"),
+            heads => {
+                let short: Vec<&str> = heads.iter().map(|h| h.get(..12).unwrap_or(h)).collect();
+                let at = entry.last_synced_at.as_deref().unwrap_or("?");
+                println!("  server heads known: {} (as of {at})", short.join(" "));
+            }
+        }
+        if entry.fallback {
+            println!("  resynchronising: the server could not use those heads; the next sync repairs it");
+        }
         if let Some(refusal) = &entry.refusal {
             println!("  refused at {}: {} — {}", refusal.at, refusal.code, refusal.message);
             for v in &refusal.violations {

@@ -15,6 +15,7 @@
 
 pub mod phone;
 pub mod process;
+pub mod proxy;
 
 use serde_json::{json, Value};
 use tsunagi_server::admin::{self, NewStaff, OrganisationKind};
@@ -136,27 +137,7 @@ impl TestApp {
     /// (two counsellors), each with a registered device and the password
     /// `<login>-passphrase-123`.
     pub fn seed(&self) -> Seed {
-        let municipality = MunicipalityCode::parse(MUNICIPALITY).unwrap();
-        admin::create_municipality(&self.db, municipality, "流山市").unwrap();
-        let area = admin::create_area(&self.db, municipality, "east", "東部").unwrap();
-        let organisation = admin::create_organisation(&self.db, "流山市 福祉政策課", OrganisationKind::Direct).unwrap();
-        let person = |login: &str, name: &str, role: Role, area: Option<&str>| {
-            let password = format!("{login}-passphrase-123");
-            let new = NewStaff { login, display_name: name, role, organisation, municipality, area };
-            let staff = admin::create_staff(&self.db, &new, &password).unwrap();
-            let device = admin::register_device(&self.db, login, &format!("{name}の端末")).unwrap();
-            Person { login: login.to_owned(), password, staff, device, role }
-        };
-        Seed {
-            municipality,
-            area,
-            organisation,
-            counsellor: person("sato", "佐藤 花子", Role::Counsellor, Some("east")),
-            counsellor2: person("suzuki", "鈴木 一郎", Role::Counsellor, Some("east")),
-            supervisor: person("takahashi", "高橋 恵", Role::Supervisor, None),
-            meeting_tablet: person("meeting-room-1", "会議室タブレット", Role::MeetingTablet, None),
-            administrator: person("admin", "システム管理者", Role::Administrator, None),
-        }
+        seed_database(&self.db)
     }
 
     /// Starts another server instance on this app's database, with the same settings (and so
@@ -309,4 +290,31 @@ pub fn run_field(dir: &std::path::Path, args: &[&str], stdin: &str) -> (i32, Str
     let mut all: Vec<&std::ffi::OsStr> = vec!["field".as_ref(), "--dir".as_ref(), dir.as_os_str()];
     all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
     run_tsunagi(&all, &[], stdin)
+}
+
+/// What [`TestApp::seed`] does, on any database of the schema (e.g. that of a `tsunagi serve`
+/// process).
+pub fn seed_database(db: &Database) -> Seed {
+    let municipality = MunicipalityCode::parse(MUNICIPALITY).unwrap();
+    admin::create_municipality(db, municipality, "流山市").unwrap();
+    let area = admin::create_area(db, municipality, "east", "東部").unwrap();
+    let organisation = admin::create_organisation(db, "流山市 福祉政策課", OrganisationKind::Direct).unwrap();
+    let person = |login: &str, name: &str, role: Role, area: Option<&str>| {
+        let password = format!("{login}-passphrase-123");
+        let new = NewStaff { login, display_name: name, role, organisation, municipality, area };
+        let staff = admin::create_staff(db, &new, &password).unwrap();
+        let device = admin::register_device(db, login, &format!("{name}の端末")).unwrap();
+        Person { login: login.to_owned(), password, staff, device, role }
+    };
+
+    Seed {
+        municipality,
+        area,
+        organisation,
+        counsellor: person("sato", "佐藤 花子", Role::Counsellor, Some("east")),
+        counsellor2: person("suzuki", "鈴木 一郎", Role::Counsellor, Some("east")),
+        supervisor: person("takahashi", "高橋 恵", Role::Supervisor, None),
+        meeting_tablet: person("meeting-room-1", "会議室タブレット", Role::MeetingTablet, None),
+        administrator: person("admin", "システム管理者", Role::Administrator, None),
+    }
 }

@@ -109,3 +109,56 @@ impl Server {
         }
     }
 }
+
+/// `tsunagi serve` running as a process on a fresh database of `backend` (migrated by the
+/// server at start), seeded like [`super::TestApp::seed`]; everything is removed when dropped.
+pub struct ServedApp {
+    /// How to start it again, run `tsunagi admin`, and where it listens.
+    pub server: Server,
+    /// The running process.
+    pub running: Guard,
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The database, for assertions.
+    pub db: tsunagi_server::store::Database,
+    /// The seeded accounts.
+    pub people: super::Seed,
+    _dir: tempfile::TempDir,
+    _database: tsunagi_server::testing::TestDatabase,
+}
+
+/// Starts [`ServedApp`] on `backend`.
+pub fn serve(backend: super::Backend) -> ServedApp {
+    use base64::Engine;
+    use tsunagi_server::store::{Database, DatabaseUrl};
+    let database = tsunagi_server::testing::TestDatabase::new(backend);
+    let url = match &database.url {
+        DatabaseUrl::Postgres(url) => url.clone(),
+        DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+    };
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut key = [0u8; 32];
+    rand::fill(&mut key[..]);
+    let port = free_port();
+    let server = Server {
+        env: vec![
+            ("TSUNAGI_DATABASE_URL".into(), url),
+            ("TSUNAGI_BIND".into(), format!("127.0.0.1:{port}")),
+            ("TSUNAGI_SIGNING_KEY".into(), base64::engine::general_purpose::STANDARD.encode(key)),
+        ],
+        port,
+        log: dir.path().join("server.log"),
+    };
+    let running = server.start();
+    let db = Database::connect(&database.url, 2).expect("the served database");
+    let people = super::seed_database(&db);
+    ServedApp {
+        server,
+        running,
+        address: format!("http://127.0.0.1:{port}"),
+        db,
+        people,
+        _dir: dir,
+        _database: database,
+    }
+}
