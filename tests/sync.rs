@@ -36,6 +36,7 @@ use common::phone::{municipality, sorted, Phone};
 use common::{spawn_app, spawn_app_with, Backend, Seed, TestApp, MUNICIPALITY};
 
 on_both_backends!(
+    projections_written_batch_by_batch_equal_a_full_rebuild,
     a_case_opened_offline_gets_its_number_on_first_sync,
     tsunagi_admin_assign_sends_a_case_to_a_colleagues_phone_and_back_off_it,
     two_devices_amend_one_narrative_while_a_colleague_logs_a_visit_phone_first,
@@ -1175,4 +1176,98 @@ async fn tsunagi_admin_assign_sends_a_case_to_a_colleagues_phone_and_back_off_it
     let (code, _, err) = app.cli(&["admin", "assign", &case_arg, "--login", &suzuki.login], "");
     assert_ne!(code, 0);
     assert!(err.contains("--primary, --other or --remove"), "{err}");
+}
+
+/// The projected columns of an activity the test compares.
+type ActivityColumns = (String, String, Option<String>, Option<String>, bool, bool, bool, String);
+
+/// What the supervisors' queries read of a case: its `cases` row, activity rows and topics.
+type Projected = (Vec<(String, String, i32, Option<chrono::NaiveDateTime>)>, Vec<String>, Vec<(String, String)>);
+
+fn projected(app: &TestApp) -> Projected {
+    app.db
+        .read(|c| -> Result<Projected, StoreError> {
+            use schema::{activities as a, activity_topics as t, cases};
+            let cases = cases::table
+                .order(cases::case_id)
+                .select((cases::case_id, cases::status, cases::conflicts, cases::last_activity_at))
+                .load(c)?;
+            let rows: Vec<ActivityColumns> = a::table
+                .order(a::activity_id)
+                .select((
+                    a::activity_id,
+                    a::kind,
+                    a::outcome,
+                    a::follow_up_on,
+                    a::voided,
+                    a::reviewed,
+                    a::letter_left,
+                    a::narrative,
+                ))
+                .load(c)?;
+            let topics = t::table.order((t::activity_id, t::topic)).select((t::activity_id, t::topic)).load(c)?;
+            Ok((cases, rows.into_iter().map(|r| format!("{r:?}")).collect(), topics))
+        })
+        .unwrap()
+}
+
+/// A sync that writes only into activities rewrites only their rows; the result is exactly
+/// what rebuilding every projection from the documents gives, figures included.
+async fn projections_written_batch_by_batch_equal_a_full_rebuild(backend: Backend) {
+    use tsunagi_sync::document::ActivityDetails;
+    use tsunagi_sync::domain::{ConsultationMode, ConsultationTopic, Place, VisitOutcome};
+    use tsunagi_sync::ops::NewActivity;
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let mut sato = Phone::sign_in(&app.address, &people.counsellor).await;
+    let case = sato.open_case();
+    let first = sato.log_visit(&case, 9, "不在。");
+    let second = sato.log_visit(&case, 10, "不在。手紙を残した。");
+    sato.sync().await;
+    // Activity-only batches: a consultation with topics, an amendment, an outcome, a void.
+    let consultation = sato
+        .edit(&case, |r| {
+            r.log_activity(
+                NewActivity::new(
+                    common::phone::jst(14),
+                    Place::Office,
+                    ActivityDetails::Consultation {
+                        mode: ConsultationMode::InPerson,
+                        topics: [ConsultationTopic::Debt, ConsultationTopic::Housing].into(),
+                    },
+                )
+                .with_narrative("来所相談。"),
+            )
+        })
+        .unwrap();
+    sato.edit(&case, |r| r.amend_narrative(first, "不在。隣人の話では日中は留守。")).unwrap();
+    sato.sync().await;
+    sato.edit(&case, |r| r.set_visit_outcome(second, VisitOutcome::Refused, &[])).unwrap();
+    sato.edit(&case, |r| r.set_follow_up(second, NaiveDate::from_ymd_opt(2026, 11, 20))).unwrap();
+    sato.sync().await;
+    sato.edit(&case, |r| r.void_activity(consultation, "別ケースの記録", common::phone::jst(15))).unwrap();
+    sato.sync().await;
+    let incremental = projected(&app);
+    assert_eq!(incremental.2.len(), 2, "the consultation's topics: {incremental:?}");
+    tsunagi_server::store::projections::reproject_all(&app.db).unwrap();
+    assert_eq!(projected(&app), incremental, "a full rebuild changes nothing");
+    // A review (not activity-only) in between, then one more amendment.
+    let supervisor = app.login(&people.supervisor).await.access_token;
+    let body = json!({"activity_id": first.to_string(), "comment": "確認"});
+    let (status, _) =
+        app.call(reqwest::Method::POST, &supervisor, &format!("/v1/cases/{case}/reviews"), Some(&body)).await;
+    assert_eq!(status, 201);
+    sato.sync().await;
+    sato.edit(&case, |r| r.amend_narrative(second, "在宅。母と面談。")).unwrap();
+    sato.sync().await;
+
+    let incremental = projected(&app);
+    let (_, figures) = app.call(reqwest::Method::GET, &supervisor, "/v1/figures/2026", None).await;
+    assert_eq!(incremental.1.len(), 3, "{incremental:?}");
+    assert!(incremental.1.iter().any(|r| r.contains("在宅。母と面談。")), "{incremental:?}");
+    assert_eq!(incremental.2.len(), 2, "the voided consultation keeps its topic rows: {incremental:?}");
+    tsunagi_server::store::projections::reproject_all(&app.db).unwrap();
+    assert_eq!(projected(&app), incremental, "a full rebuild changes nothing");
+    let (_, rebuilt) = app.call(reqwest::Method::GET, &supervisor, "/v1/figures/2026", None).await;
+    assert_eq!(rebuilt, figures);
 }

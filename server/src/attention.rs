@@ -28,7 +28,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tsunagi_sync::document::{format_instant, keys, read_case, CaseView};
+use tsunagi_sync::document::{format_instant, keys, CaseView};
 use tsunagi_sync::domain::{CaseStatus, Role};
 use tsunagi_sync::ids::{CaseId, MunicipalityCode, StaffId, JAPAN};
 use uuid::Uuid;
@@ -216,16 +216,58 @@ pub struct Batch<'a> {
     pub at: NaiveDateTime,
 }
 
+/// What the checks need of the case as it was before a batch: read straight from the
+/// document (the batch's own view is of the result), without reading the whole case again.
+struct Before {
+    status: CaseStatus,
+    /// The primary and other assignees' staff ids.
+    assigned: BTreeSet<String>,
+    /// The ids of its activities.
+    activities: BTreeSet<String>,
+    /// The ids of its household members.
+    household: BTreeSet<String>,
+}
+
+impl Before {
+    fn read(doc: &Automerge) -> Before {
+        use automerge::{ScalarValue, Value as AmValue, ROOT};
+        let map = |obj: &automerge::ObjId, key: &str| match doc.get(obj, key) {
+            Ok(Some((AmValue::Object(_), id))) => Some(id),
+            _ => None,
+        };
+        let text = |obj: &automerge::ObjId, key: &str| match doc.get(obj, key) {
+            Ok(Some((AmValue::Scalar(s), _))) => match s.as_ref() {
+                ScalarValue::Str(s) => Some(s.to_string()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let keys =
+            |key: &str| -> BTreeSet<String> { map(&ROOT, key).map(|obj| doc.keys(&obj).collect()).unwrap_or_default() };
+        // As the case view reads it: a missing status is `intake`.
+        let status =
+            text(&ROOT, keys::STATUS).and_then(|s| CaseStatus::from_key(&s).ok()).unwrap_or(CaseStatus::Intake);
+        let mut assigned = BTreeSet::new();
+        if let Some(assignees) = map(&ROOT, keys::ASSIGNEES) {
+            assigned.extend(text(&assignees, keys::PRIMARY));
+            if let Some(others) = map(&assignees, keys::OTHERS) {
+                assigned.extend(doc.keys(&others));
+            }
+        }
+        Before { status, assigned, activities: keys(keys::ACTIVITIES), household: keys(keys::HOUSEHOLD) }
+    }
+}
+
 /// Raises (and settles) the items a stored batch calls for. Runs inside the batch's write
 /// transaction, after its changes and projections are written.
 pub fn check_batch(conn: &mut DbConnection, batch: &Batch<'_>) -> Result<(), StoreError> {
-    let before_view = if batch.before.get_heads().is_empty() { None } else { read_case(batch.before).view };
+    let before_view = if batch.before.get_heads().is_empty() { None } else { Some(Before::read(batch.before)) };
     if let Some(survivor) = crate::store::projections::survivor_of(conn, batch.case)? {
         // Work on a case that was merged away, from a device that had not heard yet: stored in
         // the merged case's document, carried into the survivor's (see
         // `SyncEngine::carry_into_survivor`), and brought to the supervisor on the survivor.
         for activity in batch.view.activities.values() {
-            if before_view.as_ref().is_some_and(|b| b.activities.contains_key(&activity.id)) {
+            if before_view.as_ref().is_some_and(|b| b.activities.contains(&activity.id.to_string())) {
                 continue;
             }
             let detail = late_detail(activity, "case_merged", ("merged_case_id", json!(batch.case)));
@@ -414,17 +456,19 @@ fn late_detail(activity: &tsunagi_sync::document::Activity, reason: &str, (key, 
 
 /// Late entries: activities new in this batch on a case that was closed or suspended, or
 /// logged by a counsellor who is no longer assigned. They are stored like any other.
-fn late_entries(conn: &mut DbConnection, batch: &Batch<'_>, before: &CaseView) -> Result<(), StoreError> {
+fn late_entries(conn: &mut DbConnection, batch: &Batch<'_>, before: &Before) -> Result<(), StoreError> {
     let reason = match before.status {
         CaseStatus::Closed => Some("case_closed"),
         CaseStatus::Suspended => Some("case_suspended"),
-        _ if batch.role == Role::Counsellor && !before.assignees.includes(batch.staff) => Some("not_assigned"),
+        _ if batch.role == Role::Counsellor && !before.assigned.contains(&batch.staff.to_string()) => {
+            Some("not_assigned")
+        }
         _ => None,
     };
     let Some(reason) = reason else { return Ok(()) };
     let arrived = batch.at.and_utc().with_timezone(&JAPAN);
     for activity in batch.view.activities.values() {
-        if before.activities.contains_key(&activity.id) || activity.started_at > arrived {
+        if before.activities.contains(&activity.id.to_string()) || activity.started_at > arrived {
             continue;
         }
         let detail = late_detail(activity, reason, ("status", json!(before.status.as_key())));
@@ -449,11 +493,11 @@ fn normalised_kana(kana: &str) -> String {
 
 /// Possible duplicates: household members new in this batch whose reading and date of birth
 /// match a member of another (not merged) case of the municipality.
-fn duplicates(conn: &mut DbConnection, batch: &Batch<'_>, before: Option<&CaseView>) -> Result<(), StoreError> {
+fn duplicates(conn: &mut DbConnection, batch: &Batch<'_>, before: Option<&Before>) -> Result<(), StoreError> {
     let case = batch.case.to_string();
     let mut matches: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for person in batch.view.household.values() {
-        if before.is_some_and(|b| b.household.contains_key(&person.id)) {
+        if before.is_some_and(|b| b.household.contains(&person.id.to_string())) {
             continue;
         }
         let (Some(kana), Some(birth)) = (&person.kana, person.birth_date) else { continue };

@@ -42,7 +42,7 @@ use chrono::{Duration, NaiveDate, NaiveDateTime, TimeZone};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use tsunagi_server::store::documents::{self, Sender};
-use tsunagi_server::store::projections::{self, ActivityRow, ReviewRow};
+use tsunagi_server::store::projections::{self, ActivityRow, ReviewRow, TopicRow};
 use tsunagi_server::store::schema::{activities, activity_topics, case_number_counters, reviews};
 use tsunagi_server::store::{activity_months, DatabaseUrl, DbConnection};
 use tsunagi_sync::actor::random_device_actor;
@@ -133,14 +133,6 @@ pub struct Seeded {
     pub reviews: u64,
     /// Changes stored in the case documents.
     pub changes: u64,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = activity_topics)]
-struct TopicRow {
-    activity_id: String,
-    case_id: String,
-    topic: String,
 }
 
 /// One case, built in memory, ready to be written.
@@ -422,14 +414,9 @@ fn build_case(
 /// Inserts `rows` in multi-row statements of at most [`ROWS_PER_INSERT`] rows (fewer for
 /// narrower tables would do; one size keeps it simple).
 macro_rules! insert_all {
-    ($conn:expr, $table:expr, $rows:expr) => {{
-        for chunk in $rows.chunks(ROWS_PER_INSERT) {
-            match $conn {
-                DbConnection::Pg(c) => diesel::insert_into($table).values(chunk).execute(c)?,
-                DbConnection::Sqlite(c) => diesel::insert_into($table).values(chunk).execute(c)?,
-            };
-        }
-    }};
+    ($conn:expr, $table:expr, $rows:expr) => {
+        tsunagi_server::insert_rows!($conn, $table, $rows, ROWS_PER_INSERT)
+    };
 }
 
 /// Writes one batch of cases in one transaction.

@@ -20,6 +20,22 @@
 //!
 //! Queries live next to the tables they touch, in the submodules.
 
+/// Inserts `rows` (a slice of `Insertable` rows) into `table` in multi-row statements of at
+/// most `per` rows, on either backend: one statement instead of one per row, for the
+/// projections and the benchmark's bulk seeder. Rows must spell out every column
+/// (`treat_none_as_default_value = false`), as SQLite takes no `DEFAULT` in a multi-row insert.
+#[macro_export]
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr, $per:expr) => {{
+        for chunk in $rows.chunks($per) {
+            match $conn {
+                $crate::store::DbConnection::Pg(c) => ::diesel::insert_into($table).values(chunk).execute(c)?,
+                $crate::store::DbConnection::Sqlite(c) => ::diesel::insert_into($table).values(chunk).execute(c)?,
+            };
+        }
+    }};
+}
+
 pub mod accounts;
 pub mod activity_months;
 pub mod audit;

@@ -32,7 +32,7 @@ struct CaseRow {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = persons)]
+#[diesel(table_name = persons, treat_none_as_default_value = false)]
 struct PersonRow {
     case_id: String,
     person_id: String,
@@ -45,7 +45,7 @@ struct PersonRow {
 /// A row of `activities`, the projection of one activity (also written in bulk by the
 /// benchmark's seeder).
 #[derive(Insertable)]
-#[diesel(table_name = activities)]
+#[diesel(table_name = activities, treat_none_as_default_value = false)]
 pub struct ActivityRow {
     pub activity_id: String,
     pub case_id: String,
@@ -67,6 +67,19 @@ pub struct ActivityRow {
     pub area: Option<String>,
 }
 
+/// A row of `activity_topics`: one consultation topic of one activity.
+#[derive(Insertable)]
+#[diesel(table_name = activity_topics)]
+pub struct TopicRow {
+    pub activity_id: String,
+    pub case_id: String,
+    pub topic: String,
+}
+
+/// Rows per multi-row insert of the projections (18 columns × 500 stays well under either
+/// backend's limit of bound parameters).
+const ROWS_PER_INSERT: usize = 500;
+
 /// A row of `reviews`, the projection of one review.
 #[derive(Insertable)]
 #[diesel(table_name = reviews)]
@@ -87,15 +100,10 @@ struct AssignmentRow {
     is_primary: bool,
 }
 
-/// Rewrites every projection row of one case from its view.
-pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> Result<(), StoreError> {
+/// Rewrites the `cases` row of one case from its view; returns the case it was merged into,
+/// if any (a merged case keeps only this row).
+fn write_case_row(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> Result<Option<String>, StoreError> {
     let id = view.case_id.to_string();
-    diesel::delete(persons::table.filter(persons::case_id.eq(&id))).execute(conn)?;
-    diesel::delete(activities::table.filter(activities::case_id.eq(&id))).execute(conn)?;
-    diesel::delete(assignments::table.filter(assignments::case_id.eq(&id))).execute(conn)?;
-    diesel::delete(activity_topics::table.filter(activity_topics::case_id.eq(&id))).execute(conn)?;
-    diesel::delete(case_concerns::table.filter(case_concerns::case_id.eq(&id))).execute(conn)?;
-    diesel::delete(reviews::table.filter(reviews::case_id.eq(&id))).execute(conn)?;
     diesel::delete(cases::table.find(&id)).execute(conn)?;
     let merged_into: Option<String> =
         case_redirects::table.find(&id).select(case_redirects::merged_into).first::<String>(conn).optional()?;
@@ -118,6 +126,108 @@ pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> 
             merged_into: merged_into.clone(),
         })
         .execute(conn)?;
+    Ok(merged_into)
+}
+
+/// Rewrites the projection rows an update can have changed, as [`Validated`] by the case
+/// rules: when it wrote only into activities, the `cases` row and those activities' rows and
+/// topics (and the monthly counts); otherwise everything, as [`project`].
+///
+/// [`Validated`]: tsunagi_sync::validation::validate_update_touched
+pub fn project_touched(
+    conn: &mut DbConnection,
+    view: &CaseView,
+    touched: &tsunagi_sync::validation::Touched,
+    now: NaiveDateTime,
+) -> Result<(), StoreError> {
+    if touched.other {
+        return project(conn, view, now);
+    }
+    if write_case_row(conn, view, now)?.is_some() {
+        return super::forms::delete_forms(conn, &view.case_id.to_string());
+    }
+    let id = view.case_id.to_string();
+    let ids: Vec<&String> = touched.activities.iter().collect();
+    diesel::delete(activities::table.filter(activities::case_id.eq(&id)).filter(activities::activity_id.eq_any(&ids)))
+        .execute(conn)?;
+    diesel::delete(
+        activity_topics::table
+            .filter(activity_topics::case_id.eq(&id))
+            .filter(activity_topics::activity_id.eq_any(&ids)),
+    )
+    .execute(conn)?;
+    let (rows, topics) = activity_rows(view, |activity| touched.activities.contains(&activity.id.to_string()));
+    crate::insert_rows!(conn, activities::table, rows, ROWS_PER_INSERT);
+    crate::insert_rows!(conn, activity_topics::table, topics, ROWS_PER_INSERT);
+    super::activity_months::refresh_case(conn, &id)
+}
+
+/// The `activities` and `activity_topics` rows of the activities of `view` that `wanted`
+/// picks.
+fn activity_rows(
+    view: &CaseView,
+    wanted: impl Fn(&tsunagi_sync::document::Activity) -> bool,
+) -> (Vec<ActivityRow>, Vec<TopicRow>) {
+    let id = view.case_id.to_string();
+    let (mut rows, mut topics) = (Vec::new(), Vec::new());
+    for activity in view.activities.values().filter(|a| wanted(a)) {
+        let (mut outcome, mut letter_left, mut channel, mut agency) = (None, false, None, None);
+        match &activity.details {
+            ActivityDetails::Visit { outcome: o, letter_left: l, .. } => {
+                outcome = Some(o.as_key().to_owned());
+                letter_left = *l;
+            }
+            ActivityDetails::ContactAttempt { outcome: o, channel: c } => {
+                outcome = Some(o.as_key().to_owned());
+                channel = Some(c.as_key().to_owned());
+            }
+            ActivityDetails::LetterLeft { .. } => letter_left = true,
+            ActivityDetails::Accompaniment { agency: a, .. } | ActivityDetails::Coordination { agency: a } => {
+                agency = Some(a.clone());
+            }
+            ActivityDetails::Consultation { topics: of, .. } => {
+                topics.extend(of.iter().map(|topic| TopicRow {
+                    activity_id: activity.id.to_string(),
+                    case_id: id.clone(),
+                    topic: topic.as_key().to_owned(),
+                }));
+            }
+            ActivityDetails::Information { .. } => {}
+        }
+        rows.push(ActivityRow {
+            activity_id: activity.id.to_string(),
+            case_id: id.clone(),
+            kind: activity.kind().as_key().into(),
+            started_at: activity.started_at.naive_utc(),
+            recorded_by: activity.recorded_by.to_string(),
+            device_id: activity.device_id.to_string(),
+            place: activity.place.as_key().into(),
+            outcome,
+            follow_up_on: activity.follow_up_on.map(tsunagi_sync::document::format_date),
+            voided: activity.voided.is_some(),
+            reviewed: view.reviews.values().any(|r| r.activity_id == activity.id),
+            local_date: tsunagi_sync::document::format_date(activity.started_at.with_timezone(&JAPAN).date_naive()),
+            letter_left,
+            channel,
+            agency,
+            narrative: activity.narrative.clone(),
+            municipality: view.municipality.map(|m| m.to_string()).unwrap_or_default(),
+            area: view.area.clone(),
+        });
+    }
+    (rows, topics)
+}
+
+/// Rewrites every projection row of one case from its view.
+pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> Result<(), StoreError> {
+    let id = view.case_id.to_string();
+    diesel::delete(persons::table.filter(persons::case_id.eq(&id))).execute(conn)?;
+    diesel::delete(activities::table.filter(activities::case_id.eq(&id))).execute(conn)?;
+    diesel::delete(assignments::table.filter(assignments::case_id.eq(&id))).execute(conn)?;
+    diesel::delete(activity_topics::table.filter(activity_topics::case_id.eq(&id))).execute(conn)?;
+    diesel::delete(case_concerns::table.filter(case_concerns::case_id.eq(&id))).execute(conn)?;
+    diesel::delete(reviews::table.filter(reviews::case_id.eq(&id))).execute(conn)?;
+    let merged_into = write_case_row(conn, view, now)?;
     if merged_into.is_some() {
         // Merged into another case (a duplicate household): its activities, members and forms
         // live on in the survivor, which projects them; this case keeps only its `cases` row.
@@ -135,81 +245,35 @@ pub fn project(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> 
             .values((case_concerns::case_id.eq(&id), case_concerns::tag.eq(tag)))
             .execute(conn)?;
     }
-    for person in view.household.values() {
-        diesel::insert_into(persons::table)
-            .values(PersonRow {
-                case_id: id.clone(),
-                person_id: person.id.to_string(),
-                name: person.name.clone(),
-                kana: person.kana.clone(),
-                birth_date: person.birth_date.map(tsunagi_sync::document::format_date),
-                is_subject: person.is_subject,
-            })
-            .execute(conn)?;
-    }
-    for activity in view.activities.values() {
-        let (mut outcome, mut letter_left, mut channel, mut agency) = (None, false, None, None);
-        match &activity.details {
-            ActivityDetails::Visit { outcome: o, letter_left: l, .. } => {
-                outcome = Some(o.as_key().to_owned());
-                letter_left = *l;
-            }
-            ActivityDetails::ContactAttempt { outcome: o, channel: c } => {
-                outcome = Some(o.as_key().to_owned());
-                channel = Some(c.as_key().to_owned());
-            }
-            ActivityDetails::LetterLeft { .. } => letter_left = true,
-            ActivityDetails::Accompaniment { agency: a, .. } | ActivityDetails::Coordination { agency: a } => {
-                agency = Some(a.clone());
-            }
-            ActivityDetails::Consultation { topics, .. } => {
-                for topic in topics {
-                    diesel::insert_into(activity_topics::table)
-                        .values((
-                            activity_topics::activity_id.eq(activity.id.to_string()),
-                            activity_topics::case_id.eq(&id),
-                            activity_topics::topic.eq(topic.as_key()),
-                        ))
-                        .execute(conn)?;
-                }
-            }
-            ActivityDetails::Information { .. } => {}
-        }
-        diesel::insert_into(activities::table)
-            .values(ActivityRow {
-                activity_id: activity.id.to_string(),
-                case_id: id.clone(),
-                kind: activity.kind().as_key().into(),
-                started_at: activity.started_at.naive_utc(),
-                recorded_by: activity.recorded_by.to_string(),
-                device_id: activity.device_id.to_string(),
-                place: activity.place.as_key().into(),
-                outcome,
-                follow_up_on: activity.follow_up_on.map(tsunagi_sync::document::format_date),
-                voided: activity.voided.is_some(),
-                reviewed: view.reviews.values().any(|r| r.activity_id == activity.id),
-                local_date: tsunagi_sync::document::format_date(activity.started_at.with_timezone(&JAPAN).date_naive()),
-                letter_left,
-                channel,
-                agency,
-                narrative: activity.narrative.clone(),
-                municipality: view.municipality.map(|m| m.to_string()).unwrap_or_default(),
-                area: view.area.clone(),
-            })
-            .execute(conn)?;
-    }
-    for review in view.reviews.values() {
-        diesel::insert_into(reviews::table)
-            .values(ReviewRow {
-                review_id: review.id.to_string(),
-                case_id: id.clone(),
-                activity_id: review.activity_id.to_string(),
-                by_staff: review.by.to_string(),
-                at: review.at.naive_utc(),
-                comment: review.comment.clone(),
-            })
-            .execute(conn)?;
-    }
+    let people: Vec<PersonRow> = view
+        .household
+        .values()
+        .map(|person| PersonRow {
+            case_id: id.clone(),
+            person_id: person.id.to_string(),
+            name: person.name.clone(),
+            kana: person.kana.clone(),
+            birth_date: person.birth_date.map(tsunagi_sync::document::format_date),
+            is_subject: person.is_subject,
+        })
+        .collect();
+    crate::insert_rows!(conn, persons::table, people, ROWS_PER_INSERT);
+    let (rows, topics) = activity_rows(view, |_| true);
+    crate::insert_rows!(conn, activities::table, rows, ROWS_PER_INSERT);
+    crate::insert_rows!(conn, activity_topics::table, topics, ROWS_PER_INSERT);
+    let reviewed: Vec<ReviewRow> = view
+        .reviews
+        .values()
+        .map(|review| ReviewRow {
+            review_id: review.id.to_string(),
+            case_id: id.clone(),
+            activity_id: review.activity_id.to_string(),
+            by_staff: review.by.to_string(),
+            at: review.at.naive_utc(),
+            comment: review.comment.clone(),
+        })
+        .collect();
+    crate::insert_rows!(conn, reviews::table, reviewed, ROWS_PER_INSERT);
     let mut assigned = Vec::new();
     if let Some(primary) = view.assignees.primary {
         assigned.push((primary, true));

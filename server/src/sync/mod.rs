@@ -416,7 +416,7 @@ fn purge_reason(conn: &mut DbConnection, role: Role, case: &CaseId) -> Result<Pu
 /// What checking a batch of changes against a document came to.
 enum Checked {
     /// Authored by the device and valid: the merged document and its view.
-    Accepted(Box<(Automerge, tsunagi_sync::document::CaseView)>),
+    Accepted(Box<(Automerge, tsunagi_sync::document::CaseView, validation::Touched)>),
     /// The changes depend on changes the server lacks.
     Resync,
     /// Refused, with why.
@@ -432,8 +432,8 @@ fn corrupt(detail: String) -> Checked {
 /// the municipality of the staff member who opens it.
 fn check(doc: &Automerge, fresh: &[Change], who: &Requester, is_new: bool) -> Checked {
     let raw: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
-    match validation::apply_and_validate(doc, &raw, &Acting::Staff(who.actor())) {
-        Ok((_, view)) if is_new && view.municipality != Some(who.municipality) => Checked::Refused(
+    match validation::apply_and_validate_touched(doc, &raw, &Acting::Staff(who.actor())) {
+        Ok((_, view, _)) if is_new && view.municipality != Some(who.municipality) => Checked::Refused(
             DocumentErrorCode::InvalidChange,
             vec![Violation::new(
                 ViolationCode::InvalidId,
@@ -507,8 +507,8 @@ impl CaseTx<'_> {
         }
         match check(&doc, &fresh, self.who, self.is_new) {
             Checked::Accepted(accepted) => {
-                let (after, view) = *accepted;
-                let stored = self.store(&doc, after, view, fresh)?;
+                let (after, view, touched) = *accepted;
+                let stored = self.store(&doc, after, view, &touched, fresh)?;
                 Ok(Some(self.current(&stored, &since, &sent, None)?))
             }
             Checked::Resync => Ok(Some(resync(self.case, &doc))),
@@ -536,8 +536,8 @@ impl CaseTx<'_> {
         if !fresh.is_empty() && received.get_missing_deps(&[]).is_empty() {
             match check(&current, &fresh, self.who, self.is_new) {
                 Checked::Accepted(accepted) => {
-                    let (after, view) = *accepted;
-                    current = self.store(&current, after, view, fresh)?;
+                    let (after, view, touched) = *accepted;
+                    current = self.store(&current, after, view, &touched, fresh)?;
                 }
                 Checked::Resync => {}
                 refused => return self.settle(&current, &[], refused),
@@ -574,6 +574,7 @@ impl CaseTx<'_> {
         before: &Automerge,
         mut after: Automerge,
         mut view: tsunagi_sync::document::CaseView,
+        touched: &validation::Touched,
         fresh: Vec<Change>,
     ) -> Result<Automerge, StoreError> {
         let (case, at, who) = (self.case, self.at, self.who);
@@ -600,8 +601,12 @@ impl CaseTx<'_> {
             documents::append_changes(self.conn, &case, &own, Sender { staff: None, device: None }, at)?;
             audit::record(self.conn, at, None, None, Some(&case), "case.number_assigned", &number.to_string())?;
             view.case_number = Some(number);
+            projections::project(self.conn, &view, at)?;
+        } else {
+            // Only the rows the batch can have changed (all of them unless it wrote only into
+            // activities).
+            projections::project_touched(self.conn, &view, touched, at)?;
         }
-        projections::project(self.conn, &view, at)?;
         if let Some(survivor) = projections::survivor_of(self.conn, &case)? {
             self.engine.carry_into_survivor(self.conn, &after, &survivor, sender, at)?;
         }

@@ -27,7 +27,7 @@ mod violation;
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 
-pub use permissions::validate_update;
+pub use permissions::{validate_update, validate_update_touched, Touched};
 pub use violation::{Violation, ViolationCode};
 
 use crate::domain::Role;
@@ -92,6 +92,15 @@ pub fn apply_and_validate(
     raw_changes: &[Vec<u8>],
     acting: &Acting,
 ) -> Result<(Automerge, crate::document::CaseView), BatchError> {
+    apply_and_validate_touched(doc, raw_changes, acting).map(|(after, view, _)| (after, view))
+}
+
+/// [`apply_and_validate`], also saying what the changes wrote ([`Touched`]).
+pub fn apply_and_validate_touched(
+    doc: &Automerge,
+    raw_changes: &[Vec<u8>],
+    acting: &Acting,
+) -> Result<(Automerge, crate::document::CaseView, Touched), BatchError> {
     let mut changes = Vec::with_capacity(raw_changes.len());
     for (index, bytes) in raw_changes.iter().enumerate() {
         let change = decode_change(bytes.clone()).map_err(|reason| BatchError::Corrupt { index, reason })?;
@@ -109,8 +118,9 @@ pub fn apply_and_validate(
     if !missing.is_empty() {
         return Err(BatchError::MissingDependencies(missing));
     }
-    let view = untrusted(|| validate_update(&after, &before, acting))?.map_err(BatchError::Refused)?;
-    Ok((after, view))
+    let (view, touched) =
+        untrusted(|| validate_update_touched(&after, &before, acting))?.map_err(BatchError::Refused)?;
+    Ok((after, view, touched))
 }
 
 /// Decodes one change that came from outside (an upload, a quarantined batch). Automerge

@@ -14,6 +14,16 @@ use crate::domain::{CaseStatus, Role};
 /// (deduplicated, in document order). `before` is empty for a case's first upload. Every hash
 /// in `before` must be in `doc`.
 pub fn validate_update(doc: &Automerge, before: &[ChangeHash], acting: &Acting) -> Result<CaseView, Vec<Violation>> {
+    validate_update_touched(doc, before, acting).map(|(view, _)| view)
+}
+
+/// [`validate_update`], also saying what the update wrote ([`Touched`]), from the same diff.
+pub fn validate_update_touched(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    acting: &Acting,
+) -> Result<(CaseView, Touched), Vec<Violation>> {
+    let mut touched = Touched { other: before.is_empty(), ..Touched::default() };
     let mut violations = Vec::new();
     if let Some(missing) = before.iter().find(|h| doc.get_change_by_hash(h).is_none()) {
         return Err(vec![Violation::new(
@@ -33,6 +43,7 @@ pub fn validate_update(doc: &Automerge, before: &[ChangeHash], acting: &Acting) 
     }
     for patch in &patches {
         let mut segs: Vec<String> = patch.path.iter().map(|(_, prop)| prop_string(prop)).collect();
+        touched.note(&segs, &patch.action);
         match &patch.action {
             PatchAction::PutMap { key, value, .. } => {
                 segs.push(key.clone());
@@ -71,13 +82,42 @@ pub fn validate_update(doc: &Automerge, before: &[ChangeHash], acting: &Acting) 
     let mut seen = BTreeSet::new();
     violations.retain(|v| seen.insert((v.code.as_str(), v.path.clone())));
     match reading.view {
-        Some(view) if violations.is_empty() => Ok(view),
+        Some(view) if violations.is_empty() => Ok((view, touched)),
         Some(_) => Err(violations),
         None => {
             if violations.is_empty() {
                 violations.push(Violation::new(Code::NotACase, "/", "not a case document"));
             }
             Err(violations)
+        }
+    }
+}
+
+/// What an update wrote, by part of the case: enough for a server to rewrite only the query
+/// rows that can have changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// The ids of the activities written into (logged, amended, voided).
+    pub activities: BTreeSet<String>,
+    /// Anything else was written (a top-level field, a household member, an assignee, a
+    /// review, a form…), or the case is new.
+    pub other: bool,
+}
+
+impl Touched {
+    fn note(&mut self, parents: &[String], action: &PatchAction) {
+        let key = match action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => Some(key.as_str()),
+            _ => None,
+        };
+        match (parents.first().map(String::as_str), parents.get(1), key) {
+            (Some(k::ACTIVITIES), Some(id), _) => {
+                self.activities.insert(id.clone());
+            }
+            (Some(k::ACTIVITIES), None, Some(id)) => {
+                self.activities.insert(id.to_owned());
+            }
+            _ => self.other = true,
         }
     }
 }

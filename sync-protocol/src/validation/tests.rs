@@ -1050,6 +1050,46 @@ fn only_the_author_or_a_supervisor_voids_an_activity() {
     assert_eq!(view.activities[&visit].voided.as_ref().unwrap().by, chief.staff);
 }
 
+/// What an update wrote, as the server uses it to rewrite only the query rows that changed.
+#[test]
+fn an_update_says_which_activities_it_wrote_and_whether_anything_else() {
+    let mut case = Case::new();
+    let visit = case.visit;
+    let touched = |replica: &mut CaseReplica, edit: &dyn Fn(&mut CaseReplica)| {
+        let before = replica.doc_mut().document().get_heads();
+        edit(replica);
+        replica.doc_mut().commit();
+        let after = replica.doc_mut().document().clone();
+        validate_update_touched(&after, &before, &Acting::Staff(*replica.actor())).unwrap().1
+    };
+    // An amendment: that activity, nothing else.
+    let t = touched(&mut case.phone, &|r| {
+        r.amend_narrative(visit, "母と面談。生活費と家賃の相談あり。").unwrap();
+    });
+    assert_eq!(t, Touched { activities: [visit.to_string()].into(), other: false });
+    // A new activity and a follow-up on another: those two, nothing else.
+    let t = touched(&mut case.phone, &|r| {
+        r.log_activity(NewActivity::new(
+            jst(6, 10),
+            Place::Phone,
+            ActivityDetails::ContactAttempt { channel: ContactChannel::Phone, outcome: ContactOutcome::NoAnswer },
+        ))
+        .unwrap();
+        r.set_follow_up(visit, Some(date(2026, 11, 20))).unwrap();
+    });
+    assert!(!t.other && t.activities.len() == 2 && t.activities.contains(&visit.to_string()), "{t:?}");
+    // The status, or a household member: something else.
+    let t = touched(&mut case.phone, &|r| r.set_status(CaseStatus::Outreach).unwrap());
+    assert!(t.other && t.activities.is_empty(), "{t:?}");
+    let mother = case.mother;
+    let t = touched(&mut case.phone, &|r| r.amend_person_note(mother, "通院中断").unwrap());
+    assert!(t.other, "{t:?}");
+    // A new case: everything.
+    let mut replica = CaseReplica::open(new_case(), case.sato).unwrap();
+    let doc = replica.doc_mut().document().clone();
+    assert!(validate_update_touched(&doc, &[], &Acting::Staff(case.sato)).unwrap().1.other);
+}
+
 /// Sato's phone and her tablet, both offline, give her visit different follow-up dates; the
 /// merged case holds both. Only a supervisor settles it, and only with one of those values.
 #[test]
