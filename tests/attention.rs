@@ -26,6 +26,7 @@ on_both_backends!(
     a_refused_upload_raises_a_quarantined_batch_item,
     a_supervisor_rejects_a_refused_upload_with_a_reason_or_accepts_it_with_an_override,
     merging_a_duplicate_keeps_every_activity_and_both_numbers_lead_to_the_survivor,
+    a_late_visit_on_a_case_merged_twice_over_reaches_the_last_survivor,
 );
 
 async fn call(app: &TestApp, method: reqwest::Method, token: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -607,4 +608,38 @@ async fn merging_a_duplicate_keeps_every_activity_and_both_numbers_lead_to_the_s
     // Carried once: another sync of the same devices copies nothing again.
     sato.sync().await;
     assert_eq!(sato.view(&survivor).activities.len(), 3);
+}
+
+/// A was merged into B, and B later into C, while a tablet still held A offline: its visit
+/// lands in C, where A lives on.
+async fn a_late_visit_on_a_case_merged_twice_over_reaches_the_last_survivor(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let people = app.seed();
+    let tablet_person = app.add_device(&people.counsellor, "佐藤 花子のタブレット");
+    let mut phone = Phone::sign_in(&app.address, &people.counsellor).await;
+    let (a, b, c) = (phone.open_case(), phone.open_case(), phone.open_case());
+    phone.sync().await;
+    let mut tablet = Phone::sign_in(&app.address, &tablet_person).await;
+    tablet.sync().await;
+    let late = tablet.log_visit(&a, 16, "再訪問。不在。");
+
+    let supervisor = app.login(&people.supervisor).await.access_token;
+    for (survivor, duplicate) in [(&b, &a), (&c, &b)] {
+        let path = format!("/v1/cases/{survivor}/merge");
+        let body = json!({"duplicate": duplicate.to_string()});
+        let (status, merged) = call(&app, reqwest::Method::POST, &supervisor, &path, Some(body)).await;
+        assert_eq!(status, 200, "{merged}");
+    }
+    // Merging a case already merged away is refused at once.
+    let body = json!({"duplicate": a.to_string()});
+    let (status, _) = call(&app, reqwest::Method::POST, &supervisor, &format!("/v1/cases/{c}/merge"), Some(body)).await;
+    assert_eq!(status, 409);
+
+    tablet.sync().await;
+    let (status, record) = call(&app, reqwest::Method::GET, &supervisor, &format!("/v1/cases/{c}"), None).await;
+    assert_eq!(status, 200, "{record}");
+    assert!(record["case"]["activities"].as_object().unwrap().contains_key(&late.to_string()), "{record}");
+    let items = open_items(&app, &supervisor, "kind=late_entry").await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["case_id"], c.to_string());
 }

@@ -11,16 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use diesel::prelude::*;
 use tsunagi_server::admin::{self, NewStaff, OrganisationKind};
-use tsunagi_server::store::{schema, Database, DatabaseUrl, StoreError};
+use tsunagi_server::store::{schema, Database, StoreError};
 use tsunagi_server::testing::TestDatabase;
 use tsunagi_sync::domain::Role;
 use tsunagi_sync::ids::{ActivityId, MunicipalityCode};
 
 use common::phone::Phone;
-use common::process::{free_port, Server};
+use common::process::Server;
 use common::{Backend, Person, MUNICIPALITY};
 
 /// How many phones sync at once.
@@ -81,23 +80,9 @@ fn stored(db: &Database) -> BTreeMap<String, i64> {
 
 async fn server_killed_under_load(backend: Backend) {
     let database = TestDatabase::new(backend);
-    let url = match &database.url {
-        DatabaseUrl::Postgres(url) => url.clone(),
-        DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
-    };
     let tmp = tempfile::tempdir().unwrap();
-    let mut key = [0u8; 32];
-    rand::fill(&mut key[..]);
-    let port = free_port();
-    let server = Server {
-        env: vec![
-            ("TSUNAGI_DATABASE_URL".into(), url),
-            ("TSUNAGI_BIND".into(), format!("127.0.0.1:{port}")),
-            ("TSUNAGI_SIGNING_KEY".into(), base64::engine::general_purpose::STANDARD.encode(key)),
-        ],
-        port,
-        log: tmp.path().join("server.log"),
-    };
+    let server = Server::on(&Server::url_of(&database.url), tmp.path());
+    let port = server.port;
     let mut running = server.start();
     let db = Database::connect(&database.url, 2).unwrap();
 

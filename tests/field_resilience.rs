@@ -11,12 +11,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use diesel::prelude::*;
 use tsunagi_server::store::{schema, Database, DatabaseUrl, StoreError};
 use tsunagi_sync::ids::CaseId;
 
-use common::process::{free_port, Guard, Server, BIN};
+use common::process::{Guard, Server, BIN};
 use common::proxy::{self, Moment, Proxy};
 use common::{spawn_app, Backend, Person, MUNICIPALITY};
 
@@ -290,18 +289,8 @@ fn the_server_stopped_and_restarted_while_a_field_client_syncs_periodically() {
     let tmp = tempfile::tempdir().unwrap();
     let db_path = tmp.path().join("server").join("tsunagi.sqlite3");
     let url = format!("sqlite://{}", db_path.display());
-    let mut key = [0u8; 32];
-    rand::fill(&mut key[..]);
-    let port = free_port();
-    let server = Server {
-        env: vec![
-            ("TSUNAGI_DATABASE_URL".into(), url.clone()),
-            ("TSUNAGI_BIND".into(), format!("127.0.0.1:{port}")),
-            ("TSUNAGI_SIGNING_KEY".into(), base64::engine::general_purpose::STANDARD.encode(key)),
-        ],
-        port,
-        log: tmp.path().join("server.log"),
-    };
+    let server = Server::on(&url, tmp.path());
+    let port = server.port;
 
     // The server runs first (it applies the migrations), then accounts are made.
     let mut running = server.start();

@@ -59,6 +59,32 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server on `database` (a URL as `TSUNAGI_DATABASE_URL` takes it) with a fresh random
+    /// signing key, on a free port, logging to `dir/server.log`. Not started yet.
+    pub fn on(database: &str, dir: &std::path::Path) -> Server {
+        use base64::Engine;
+        let mut key = [0u8; 32];
+        rand::fill(&mut key[..]);
+        let port = free_port();
+        Server {
+            env: vec![
+                ("TSUNAGI_DATABASE_URL".into(), database.to_owned()),
+                ("TSUNAGI_BIND".into(), format!("127.0.0.1:{port}")),
+                ("TSUNAGI_SIGNING_KEY".into(), base64::engine::general_purpose::STANDARD.encode(key)),
+            ],
+            port,
+            log: dir.join("server.log"),
+        }
+    }
+
+    /// The database URL as `TSUNAGI_DATABASE_URL` takes it.
+    pub fn url_of(database: &tsunagi_server::store::DatabaseUrl) -> String {
+        match database {
+            tsunagi_server::store::DatabaseUrl::Postgres(url) => url.clone(),
+            tsunagi_server::store::DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
         command.args(args).env_clear().env("RUST_LOG", "warn");
@@ -129,26 +155,11 @@ pub struct ServedApp {
 
 /// Starts [`ServedApp`] on `backend`.
 pub fn serve(backend: super::Backend) -> ServedApp {
-    use base64::Engine;
-    use tsunagi_server::store::{Database, DatabaseUrl};
+    use tsunagi_server::store::Database;
     let database = tsunagi_server::testing::TestDatabase::new(backend);
-    let url = match &database.url {
-        DatabaseUrl::Postgres(url) => url.clone(),
-        DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
-    };
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut key = [0u8; 32];
-    rand::fill(&mut key[..]);
-    let port = free_port();
-    let server = Server {
-        env: vec![
-            ("TSUNAGI_DATABASE_URL".into(), url),
-            ("TSUNAGI_BIND".into(), format!("127.0.0.1:{port}")),
-            ("TSUNAGI_SIGNING_KEY".into(), base64::engine::general_purpose::STANDARD.encode(key)),
-        ],
-        port,
-        log: dir.path().join("server.log"),
-    };
+    let server = Server::on(&Server::url_of(&database.url), dir.path());
+    let port = server.port;
     let running = server.start();
     let db = Database::connect(&database.url, 2).expect("the served database");
     let people = super::seed_database(&db);

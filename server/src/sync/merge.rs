@@ -2,7 +2,8 @@
 //! same household offline, and a supervisor decides they are one.
 //!
 //! In one transaction, with both document rows locked (in id order, so two merges never
-//! deadlock):
+//! deadlock; a case already merged is refused before anything is locked, since a late upload
+//! on it holds its row while it locks the survivor):
 //!
 //! - every household member, activity, review, plan, evaluation and decision of the
 //!   duplicate is copied into the survivor's document (same ids, so nothing is doubled when a
@@ -135,6 +136,24 @@ fn carry_entries(from: &Automerge, to: &mut AutoCommit) -> Result<usize, StoreEr
     Ok(copied)
 }
 
+/// Commits what `to` holds as one change with `message`; returns the changes made after
+/// `heads`, the document, and its view — or its schema issues, when it does not read cleanly.
+fn commit_and_read(
+    to: &mut AutoCommit,
+    message: &str,
+    heads: &[automerge::ChangeHash],
+) -> (Vec<automerge::Change>, Automerge, Result<CaseView, Vec<String>>) {
+    to.commit_with(CommitOptions::default().with_message(message).with_time(Utc::now().timestamp()));
+    let own = to.get_changes(heads);
+    let after = to.document().clone();
+    let reading = read_case(&after);
+    let view = match reading.view {
+        Some(view) if reading.issues.is_empty() => Ok(view),
+        _ => Err(reading.issues.iter().map(|v| v.to_string()).collect()),
+    };
+    (own, after, view)
+}
+
 fn is_merged(conn: &mut DbConnection, case: &CaseId) -> Result<bool, StoreError> {
     Ok(projections::merged_into(conn, case)?.is_some())
 }
@@ -169,7 +188,24 @@ impl SyncEngine {
         sender: Sender,
         at: chrono::NaiveDateTime,
     ) -> Result<usize, StoreError> {
-        let Some(row) = documents::lock(conn, survivor)? else { return Ok(0) };
+        // The survivor may itself have been merged away while this batch waited for its lock:
+        // follow the redirects once each row is locked, so the entries land where they live on.
+        let mut target = *survivor;
+        let mut found = None;
+        // Merges form no cycles; the bound only guards a damaged table.
+        for _ in 0..64 {
+            let Some(row) = documents::lock(conn, &target)? else { return Ok(0) };
+            match projections::merged_into(conn, &target)? {
+                Some(next) => target = next,
+                None => {
+                    found = Some(row);
+                    break;
+                }
+            }
+        }
+        let row = found
+            .ok_or_else(|| StoreError::Corrupt(format!("case_redirects: the merges of {survivor} form a cycle")))?;
+        let survivor = &target;
         let stored = documents::load(conn, &row)?;
         let heads = stored.get_heads();
         let mut to = AutoCommit::load(&stored.save()).map_err(corrupt)?.with_actor(self.actor.clone());
@@ -177,18 +213,11 @@ impl SyncEngine {
         if copied == 0 {
             return Ok(0);
         }
-        to.commit_with(
-            CommitOptions::default()
-                .with_message("carry late entries of a merged case")
-                .with_time(at.and_utc().timestamp()),
-        );
-        let own = to.get_changes(&heads);
-        let after = to.document().clone();
-        let reading = read_case(&after);
-        let view = match reading.view {
-            Some(view) if reading.issues.is_empty() => view,
-            _ => {
-                tracing::warn!(case = %survivor, issues = reading.issues.len(), "late entries of a merged case not carried");
+        let (own, after, view) = commit_and_read(&mut to, "carry late entries of a merged case", &heads);
+        let view = match view {
+            Ok(view) => view,
+            Err(issues) => {
+                tracing::warn!(case = %survivor, issues = issues.len(), "late entries of a merged case not carried");
                 return Ok(0);
             }
         };
@@ -214,6 +243,15 @@ impl SyncEngine {
         }
         let at = Utc::now().naive_utc();
         self.db.write(|conn| {
+            // A case already merged is refused before anything is locked: a late upload on it
+            // holds its row while it locks its survivor, so locking it here first (when its id
+            // sorts after the survivor's) could deadlock with that upload. Checked again below,
+            // under the locks.
+            for case in [survivor, duplicate] {
+                if is_merged(conn, case)? {
+                    return Err(MergeError::AlreadyMerged(*case));
+                }
+            }
             // Lock in id order: two merges of the same pair never wait on each other crosswise.
             let (first, second) = if survivor < duplicate { (survivor, duplicate) } else { (duplicate, survivor) };
             let first_row = documents::lock(conn, first)?;
@@ -255,19 +293,8 @@ impl SyncEngine {
                     }
                 }
             }
-            to.commit_with(
-                CommitOptions::default().with_message("merge duplicate case").with_time(Utc::now().timestamp()),
-            );
-            let own = to.get_changes(&heads);
-            let after = to.document().clone();
-            let reading = read_case(&after);
-            let view = match reading.view {
-                Some(view) if reading.issues.is_empty() => view,
-                _ => {
-                    let issues: Vec<String> = reading.issues.iter().map(|v| v.to_string()).collect();
-                    return Err(MergeError::Invalid(issues.join("; ")));
-                }
-            };
+            let (own, after, view) = commit_and_read(&mut to, "merge duplicate case", &heads);
+            let view = view.map_err(|issues| MergeError::Invalid(issues.join("; ")))?;
             let duplicate_number = duplicate_view.case_number.map(|n| n.to_string());
             diesel::insert_into(case_redirects::table)
                 .values((
