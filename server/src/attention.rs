@@ -214,6 +214,9 @@ pub struct Batch<'a> {
     pub role: Role,
     /// When it arrived.
     pub at: NaiveDateTime,
+    /// The case `case` lives on in, when it was merged away (the batch's work was carried
+    /// there).
+    pub survivor: Option<&'a CaseId>,
 }
 
 /// What the checks need of the case as it was before a batch: read straight from the
@@ -262,7 +265,7 @@ impl Before {
 /// transaction, after its changes and projections are written.
 pub fn check_batch(conn: &mut DbConnection, batch: &Batch<'_>) -> Result<(), StoreError> {
     let before_view = if batch.before.get_heads().is_empty() { None } else { Some(Before::read(batch.before)) };
-    if let Some(survivor) = crate::store::projections::survivor_of(conn, batch.case)? {
+    if let Some(survivor) = batch.survivor {
         // Work on a case that was merged away, from a device that had not heard yet: stored in
         // the merged case's document, carried into the survivor's (see
         // `SyncEngine::carry_into_survivor`), and brought to the supervisor on the survivor.
@@ -363,16 +366,8 @@ fn conflicts(conn: &mut DbConnection, batch: &Batch<'_>) -> Result<(), StoreErro
 
 /// The Automerge actor (hex) and change of each value a register at `path` holds now.
 fn register_writers(doc: &Automerge, path: &str) -> Vec<(String, ChangeHash)> {
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let Some((last, parents)) = segs.split_last() else { return Vec::new() };
-    let mut obj = automerge::ROOT;
-    for seg in parents {
-        match doc.get(&obj, *seg) {
-            Ok(Some((automerge::Value::Object(_), id))) => obj = id,
-            _ => return Vec::new(),
-        }
-    }
-    doc.get_all(&obj, *last)
+    let Ok(Some((obj, key))) = register_at(doc, path) else { return Vec::new() };
+    doc.get_all(&obj, key)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|(_, id)| {
@@ -383,6 +378,25 @@ fn register_writers(doc: &Automerge, path: &str) -> Vec<(String, ChangeHash)> {
             doc.hash_for_opid(&id).map(|hash| (actor, hash))
         })
         .collect()
+}
+
+/// The map holding the register at `path` (a conflict's subject, e.g.
+/// `/activities/<id>/outcome`) and the register's key; `None` when the path is empty or a
+/// map on it no longer exists.
+pub fn register_at<'p, D: ReadDoc>(
+    doc: &D,
+    path: &'p str,
+) -> Result<Option<(automerge::ObjId, &'p str)>, automerge::AutomergeError> {
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Some((last, parents)) = segs.split_last() else { return Ok(None) };
+    let mut obj = automerge::ROOT;
+    for seg in parents {
+        match doc.get(&obj, *seg)? {
+            Some((automerge::Value::Object(automerge::ObjType::Map), id)) => obj = id,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some((obj, last)))
 }
 
 /// The text objects (narratives, notes, comments…) a range of history edited, by path.

@@ -7,7 +7,7 @@
 
 use actix_web::{web, HttpResponse};
 use automerge::transaction::Transactable;
-use automerge::{ObjType, ReadDoc, ScalarValue, Value as AmValue, ROOT};
+use automerge::ScalarValue;
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -237,18 +237,10 @@ fn scalar(value: &Value) -> Option<ScalarValue> {
 /// change that supersedes every concurrent value.
 fn settle_register(replica: &mut CaseReplica, path: &str, value: ScalarValue) -> Result<(), OnBehalfError> {
     let doc = replica.doc_mut();
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let Some((last, parents)) = segs.split_last() else {
-        return Err(OnBehalfError::Conflict("the conflict's path is empty"));
+    let Some((obj, last)) = attention::register_at(doc, path).map_err(|e| StoreError::Corrupt(e.to_string()))? else {
+        return Err(OnBehalfError::Conflict("the conflict's register no longer exists"));
     };
-    let mut obj = ROOT;
-    for seg in parents {
-        obj = match doc.get(&obj, *seg).map_err(|e| StoreError::Corrupt(e.to_string()))? {
-            Some((AmValue::Object(ObjType::Map), id)) => id,
-            _ => return Err(OnBehalfError::Conflict("the conflict's register no longer exists")),
-        };
-    }
-    doc.put(&obj, *last, value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    doc.put(&obj, last, value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     doc.commit_with(
         automerge::transaction::CommitOptions::default()
             .with_message("settle conflict")

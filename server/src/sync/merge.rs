@@ -175,7 +175,8 @@ impl SyncEngine {
     /// yet (its batch is stored in `merged`'s document, `doc`): every entry `survivor` lacks is
     /// copied into it, as one change by the server's actor recorded as `sender`'s, and the
     /// survivor is projected — the late visit is in the survivor's record, visit log and
-    /// figures. Runs in the caller's transaction. Returns how many entries were copied.
+    /// figures. Runs in the caller's transaction. Returns the case they went to: `survivor`,
+    /// or the case it was itself merged into meanwhile.
     ///
     /// If the survivor would not read cleanly with them (it never should: members are copied
     /// with the activities that name them), nothing is copied and the entries stay in the
@@ -187,14 +188,14 @@ impl SyncEngine {
         survivor: &CaseId,
         sender: Sender,
         at: chrono::NaiveDateTime,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<CaseId, StoreError> {
         // The survivor may itself have been merged away while this batch waited for its lock:
         // follow the redirects once each row is locked, so the entries land where they live on.
         let mut target = *survivor;
         let mut found = None;
         // Merges form no cycles; the bound only guards a damaged table.
         for _ in 0..64 {
-            let Some(row) = documents::lock(conn, &target)? else { return Ok(0) };
+            let Some(row) = documents::lock(conn, &target)? else { return Ok(target) };
             match projections::merged_into(conn, &target)? {
                 Some(next) => target = next,
                 None => {
@@ -211,14 +212,14 @@ impl SyncEngine {
         let mut to = AutoCommit::load(&stored.save()).map_err(corrupt)?.with_actor(self.actor.clone());
         let copied = carry_entries(doc, &mut to)?;
         if copied == 0 {
-            return Ok(0);
+            return Ok(target);
         }
         let (own, after, view) = commit_and_read(&mut to, "carry late entries of a merged case", &heads);
         let view = match view {
             Ok(view) => view,
             Err(issues) => {
                 tracing::warn!(case = %survivor, issues = issues.len(), "late entries of a merged case not carried");
-                return Ok(0);
+                return Ok(target);
             }
         };
         documents::append_changes(conn, survivor, &own, sender, at)?;
@@ -233,7 +234,7 @@ impl SyncEngine {
             "case.carried",
             &copied.to_string(),
         )?;
-        Ok(copied)
+        Ok(target)
     }
 
     /// Merges `duplicate` into `survivor` for supervisor `who`. Blocking.

@@ -607,9 +607,11 @@ impl CaseTx<'_> {
             // activities).
             projections::project_touched(self.conn, &view, touched, at)?;
         }
-        if let Some(survivor) = projections::survivor_of(self.conn, &case)? {
-            self.engine.carry_into_survivor(self.conn, &after, &survivor, sender, at)?;
-        }
+        // Work on a case merged away meanwhile also goes to the case it lives on in.
+        let survivor = match projections::survivor_of(self.conn, &case)? {
+            Some(survivor) => Some(self.engine.carry_into_survivor(self.conn, &after, &survivor, sender, at)?),
+            None => None,
+        };
         let since: Vec<ChangeHash> = self.upload.since.iter().map(|h| ChangeHash(h.0)).collect();
         attention::check_batch(
             self.conn,
@@ -623,6 +625,7 @@ impl CaseTx<'_> {
                 staff: &who.staff,
                 role: who.role,
                 at,
+                survivor: survivor.as_ref(),
             },
         )?;
         self.audit("sync.upload", &format!("{} change(s), {} before", fresh.len(), before.get_heads().len()))?;
