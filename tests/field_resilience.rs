@@ -27,6 +27,16 @@ fn send_signal(guard: &mut Guard, name: &str) {
     assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap().success());
 }
 
+/// Once the client is well into a round (1.5 s), sends it `signal` twice, 0.3 s apart; it
+/// must exit within 5 s. Returns its exit code and output.
+fn interrupted_twice(guard: &mut Guard, signal: &str) -> (Option<i32>, String, String) {
+    std::thread::sleep(Duration::from_millis(1500));
+    send_signal(guard, signal);
+    std::thread::sleep(Duration::from_millis(300));
+    send_signal(guard, signal);
+    exit_within(guard, 5)
+}
+
 /// Waits (bounded) for the child to exit; returns its exit code and output.
 fn exit_within(guard: &mut Guard, secs: u64) -> (Option<i32>, String, String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -61,11 +71,7 @@ async fn a_signal_stops_a_sync_that_is_retrying_against_an_unreachable_server() 
 
         // The tablet's periodic sync: two SIGTERMs, and it stops cleanly at once.
         let mut periodic = spawn_field(&dir, &["sync", "--every", "1"]);
-        std::thread::sleep(Duration::from_millis(1500));
-        send_signal(&mut periodic, "TERM");
-        std::thread::sleep(Duration::from_millis(300));
-        send_signal(&mut periodic, "TERM");
-        let (code, out, err) = exit_within(&mut periodic, 5);
+        let (code, out, err) = interrupted_twice(&mut periodic, "TERM");
         assert_eq!(code, Some(0), "{out}\n{err}");
         assert!(err.contains("stopping: finishing the current sync"), "stdout: {out}\nstderr: {err}");
         assert!(err.contains("nothing is lost"), "{err}");
@@ -73,11 +79,7 @@ async fn a_signal_stops_a_sync_that_is_retrying_against_an_unreachable_server() 
 
         // A sync once, interrupted the same way with Ctrl-C: exit code 130.
         let mut once = spawn_field(&dir, &["sync"]);
-        std::thread::sleep(Duration::from_millis(1500));
-        send_signal(&mut once, "INT");
-        std::thread::sleep(Duration::from_millis(300));
-        send_signal(&mut once, "INT");
-        let (code, out, err) = exit_within(&mut once, 5);
+        let (code, out, err) = interrupted_twice(&mut once, "INT");
         assert_eq!(code, Some(130), "{out}\n{err}");
         assert!(err.contains("interrupted; nothing is lost"), "{err}");
 

@@ -109,52 +109,52 @@ impl Proxy {
     }
 }
 
-/// Pumps one connection both ways.
+/// What a pump does with a chunk it read.
+enum Step {
+    /// Forward it.
+    Pass,
+    /// Forward its first `n` bytes, then hold the connection (and tell whoever armed it).
+    Hold(usize),
+}
+
+/// One proxied connection: both sockets, and whether it is held.
+struct Link {
+    client: TcpStream,
+    server: TcpStream,
+    armed: Armed,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+    stopped: AtomicBool,
+}
+
+/// Pumps one connection both ways: requests may be held at [`Moment::Uploading`], answers
+/// to a sync at [`Moment::Answered`].
 fn connect(client: TcpStream, server: TcpStream, armed: Armed, held: Arc<Mutex<Vec<TcpStream>>>) {
-    // Set when this connection carried a `POST /v1/sync` that the arming applies to.
+    let link = Arc::new(Link { client, server, armed, held, stopped: AtomicBool::new(false) });
+    // Set when this connection carried a `POST /v1/sync`.
     let syncing = Arc::new(AtomicBool::new(false));
-    let stopped = Arc::new(AtomicBool::new(false));
-    {
-        let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-        let (armed, held, syncing, stopped) = (armed.clone(), held.clone(), syncing.clone(), stopped.clone());
-        let (client, server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = match from.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if stopped.load(Ordering::SeqCst) {
-                    continue; // held: swallow the rest
-                }
-                let chunk = &buf[..n];
-                let is_sync = find(chunk, b"POST /v1/sync ").is_some();
-                if is_sync {
-                    syncing.store(true, Ordering::SeqCst);
-                }
-                let mut guard = armed.lock().unwrap();
-                if is_sync && matches!(guard.as_ref(), Some((Moment::Uploading, _))) {
-                    // Forward the headers (when they are whole in this chunk), hold the body.
-                    let start = find(chunk, b"POST /v1/sync ").unwrap_or(0);
-                    let cut = find(&chunk[start..], b"\r\n\r\n").map(|i| start + i + 4).unwrap_or(start);
-                    let _ = to.write_all(&chunk[..cut]);
-                    stopped.store(true, Ordering::SeqCst);
-                    held.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                    if let Some((_, tx)) = guard.take() {
-                        let _ = tx.send(());
-                    }
-                    continue;
-                }
-                drop(guard);
-                if to.write_all(chunk).is_err() {
-                    break;
-                }
+    let request_syncing = syncing.clone();
+    pump(link.clone(), true, move |chunk, moment| {
+        let Some(start) = find(chunk, b"POST /v1/sync ") else { return Step::Pass };
+        request_syncing.store(true, Ordering::SeqCst);
+        match moment {
+            // Forward the headers (when they are whole in this chunk), hold the body.
+            Some(Moment::Uploading) => {
+                Step::Hold(find(&chunk[start..], b"\r\n\r\n").map(|i| start + i + 4).unwrap_or(start))
             }
-            let _ = to.shutdown(Shutdown::Write);
-        });
-    }
-    let (mut from, mut to) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+            _ => Step::Pass,
+        }
+    });
+    pump(link, false, move |_, moment| match moment {
+        // The server answered the sync: hold the answer.
+        Some(Moment::Answered) if syncing.load(Ordering::SeqCst) => Step::Hold(0),
+        _ => Step::Pass,
+    });
+}
+
+/// Copies bytes one way (client to server when `upstream`), asking `step` about each chunk.
+fn pump(link: Arc<Link>, upstream: bool, step: impl Fn(&[u8], Option<Moment>) -> Step + Send + 'static) {
+    let (from, to) = if upstream { (&link.client, &link.server) } else { (&link.server, &link.client) };
+    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -162,22 +162,29 @@ fn connect(client: TcpStream, server: TcpStream, armed: Armed, held: Arc<Mutex<V
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            if stopped.load(Ordering::SeqCst) {
-                continue;
+            if link.stopped.load(Ordering::SeqCst) {
+                continue; // held: swallow the rest
             }
-            let mut guard = armed.lock().unwrap();
-            if syncing.load(Ordering::SeqCst) && matches!(guard.as_ref(), Some((Moment::Answered, _))) {
-                // The server answered the sync: hold the answer, say so.
-                stopped.store(true, Ordering::SeqCst);
-                held.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
-                if let Some((_, tx)) = guard.take() {
-                    let _ = tx.send(());
+            let chunk = &buf[..n];
+            let mut armed = link.armed.lock().unwrap();
+            match step(chunk, armed.as_ref().map(|(moment, _)| *moment)) {
+                Step::Hold(forward) => {
+                    let _ = to.write_all(&chunk[..forward]);
+                    link.stopped.store(true, Ordering::SeqCst);
+                    link.held
+                        .lock()
+                        .unwrap()
+                        .extend([link.client.try_clone().unwrap(), link.server.try_clone().unwrap()]);
+                    if let Some((_, tx)) = armed.take() {
+                        let _ = tx.send(());
+                    }
                 }
-                continue;
-            }
-            drop(guard);
-            if to.write_all(&buf[..n]).is_err() {
-                break;
+                Step::Pass => {
+                    drop(armed);
+                    if to.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
             }
         }
         let _ = to.shutdown(Shutdown::Write);
