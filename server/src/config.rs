@@ -108,6 +108,9 @@ pub struct Settings {
     /// About how many bytes of whole documents one sync response sends to a device that
     /// receives newly visible cases; the rest follow in the next request (`more`).
     pub assigned_byte_budget: usize,
+    /// About how many bytes of recently stored case documents the sync engine keeps loaded
+    /// (`crate::sync::cache`); 0 keeps none.
+    pub document_cache_bytes: usize,
     /// Database pool size.
     pub max_connections: u32,
     /// Failed logins per login name within the window before logins are refused with 429.
@@ -127,6 +130,7 @@ impl Settings {
             refresh_token_ttl: Duration::from_secs(30 * 24 * 3600),
             max_body_bytes: 16 * 1024 * 1024,
             assigned_byte_budget: crate::sync::ASSIGNED_BYTE_BUDGET,
+            document_cache_bytes: crate::sync::cache::DEFAULT_BUDGET,
             max_connections: 10,
             login_failures: 5,
         }
@@ -194,6 +198,9 @@ impl Settings {
         }
         if let Some(b) = number::<usize>(vars, "TSUNAGI_ASSIGNED_BYTE_BUDGET")? {
             settings.assigned_byte_budget = b.max(1);
+        }
+        if let Some(mb) = number::<usize>(vars, "TSUNAGI_DOCUMENT_CACHE_MB")? {
+            settings.document_cache_bytes = mb.min(1 << 20) * 1024 * 1024;
         }
         if let Some(c) = number::<u32>(vars, "TSUNAGI_MAX_CONNECTIONS")? {
             settings.max_connections = c.max(1);
@@ -305,12 +312,31 @@ mod tests {
     fn bad_values_name_their_variable() {
         let dir = tempfile::tempdir().unwrap();
         let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-        for (name, value) in
-            [("TSUNAGI_BIND", "nowhere"), ("TSUNAGI_DATABASE_URL", "mysql://x"), ("TSUNAGI_MAX_CONNECTIONS", "ten")]
-        {
+        for (name, value) in [
+            ("TSUNAGI_BIND", "nowhere"),
+            ("TSUNAGI_DATABASE_URL", "mysql://x"),
+            ("TSUNAGI_MAX_CONNECTIONS", "ten"),
+            ("TSUNAGI_DOCUMENT_CACHE_MB", "-1"),
+        ] {
             let v = vars(&[("TSUNAGI_SIGNING_KEY", &key), (name, value)]);
             let err = Settings::from_vars(&v, dir.path()).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         }
+    }
+
+    #[test]
+    fn the_document_cache_is_sized_in_megabytes_and_may_be_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let with = |mb: Option<&str>| {
+            let mut v = vars(&[("TSUNAGI_SIGNING_KEY", &key)]);
+            if let Some(mb) = mb {
+                v.insert("TSUNAGI_DOCUMENT_CACHE_MB".into(), mb.into());
+            }
+            Settings::from_vars(&v, dir.path()).unwrap().document_cache_bytes
+        };
+        assert_eq!(with(None), 64 * 1024 * 1024);
+        assert_eq!(with(Some("16")), 16 * 1024 * 1024);
+        assert_eq!(with(Some("0")), 0);
     }
 }

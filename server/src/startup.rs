@@ -58,7 +58,9 @@ impl Application {
             TcpListener::bind(settings.bind).map_err(|source| StartError::Bind { addr: settings.bind, source })?;
         let port = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.bind, source })?.port();
         let state = AppState {
-            engine: SyncEngine::new(db.clone()).with_assigned_byte_budget(settings.assigned_byte_budget),
+            engine: SyncEngine::new(db.clone())
+                .with_assigned_byte_budget(settings.assigned_byte_budget)
+                .with_document_cache(settings.document_cache_bytes),
             db,
             settings: Arc::new(settings),
         };

@@ -52,7 +52,9 @@ use tsunagi_sync::ids::{
 use tsunagi_sync::ops::{
     CaseReplica, FormText, NewActivity, NewCase, NewDecision, NewEvaluation, NewPerson, NewPlan, NewPlanAction, OpError,
 };
-use tsunagi_sync::validation::{apply_and_validate, validate_update, Acting, Actor};
+use tsunagi_sync::validation::{
+    apply_and_validate, apply_and_validate_from, validate_update, validate_update_from, Acting, Actor, Violation,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic ids, times and texts
@@ -476,6 +478,27 @@ enum Done {
     Decision(DecisionId, PlanVerdict),
 }
 
+/// [`validate_update`], checked against [`validate_update_from`] given the view of the
+/// document at `before` (when it reads without issues, as a stored case does): reading only
+/// what a batch wrote must decide exactly as reading the whole case.
+fn validate_both_ways(doc: &Automerge, before: &[ChangeHash], acting: &Acting) -> Result<CaseView, Vec<Violation>> {
+    let whole = validate_update(doc, before, acting);
+    if before.is_empty() {
+        return whole;
+    }
+    let earlier = read_case(&doc.fork_at(before).expect("the earlier heads are in the document"));
+    if let (Some(view), true) = (earlier.view, earlier.issues.is_empty()) {
+        let partial = validate_update_from(doc, before, Some(view), acting).map(|(view, _)| view);
+        let codes = |v: &[Violation]| v.iter().map(|v| (v.code.as_str(), v.path.clone())).collect::<BTreeSet<_>>();
+        match (&whole, &partial) {
+            (Ok(whole), Ok(partial)) => assert_eq!(whole, partial, "a partial read differs from a whole one"),
+            (Err(whole), Err(partial)) => assert_eq!(codes(whole), codes(partial)),
+            _ => panic!("whole read {whole:?}, partial read {partial:?}"),
+        }
+    }
+    whole
+}
+
 /// Runs one field operation on `r` and checks its contract: on success at most one change,
 /// which [`validate_update`] accepts for the replica's actor; on refusal, an expected error
 /// and an untouched document. Returns `None` when the operation did not apply (nothing to
@@ -701,7 +724,7 @@ fn run_op(r: &mut CaseReplica, op: &FieldOp, step: usize, ledger: &mut Ledger) -
     };
     let new_changes = r.changes_since(&before);
     assert!(new_changes.len() <= 1, "step {step}: {op:?} made {} changes, not one", new_changes.len());
-    if let Err(violations) = validate_update(r.doc_mut().document(), &before, &Acting::Staff(actor)) {
+    if let Err(violations) = validate_both_ways(r.doc_mut().document(), &before, &Acting::Staff(actor)) {
         panic!("step {step}: the validator refused the change of {op:?} by {actor:?}: {violations:#?}");
     }
     ledger.ops_ok += 1;
@@ -1017,7 +1040,7 @@ fn amend(r: &mut CaseReplica, id: ActivityId, original: &str, at: usize, marker:
         Edit::Rewrite => r.amend_narrative(id, &with_inserted(original, at, marker)).unwrap(),
     }
     let actor = *r.actor();
-    if let Err(v) = validate_update(r.doc_mut().document(), &before, &Acting::Staff(actor)) {
+    if let Err(v) = validate_both_ways(r.doc_mut().document(), &before, &Acting::Staff(actor)) {
         panic!("the validator refused a narrative amendment: {v:#?}");
     }
     assert_eq!(r.view().unwrap().activities[&id].narrative, with_inserted(original, at, marker));
@@ -1136,7 +1159,19 @@ fn run_star(n: usize, steps: &[StarStep]) -> CaseView {
     let round_trip = |server: &mut Automerge, d: &mut Device, lose_response: bool, step: usize| {
         let actor = *d.replica.actor();
         let upload: Vec<Vec<u8>> = d.replica.changes_since(&d.since).iter().map(|c| c.raw_bytes().to_vec()).collect();
-        match apply_and_validate(server, &upload, &Acting::Staff(actor)) {
+        let whole = apply_and_validate(server, &upload, &Acting::Staff(actor));
+        let earlier = read_case(&*server);
+        if earlier.issues.is_empty() {
+            let partial = apply_and_validate_from(server, earlier.view, &upload, &Acting::Staff(actor));
+            match (&whole, &partial) {
+                (Ok((_, whole)), Ok((_, partial, _))) => {
+                    assert_eq!(whole, partial, "step {step}: partial read differs")
+                }
+                (Err(_), Err(_)) => {}
+                _ => panic!("step {step}: whole {whole:?}, partial read {partial:?}"),
+            }
+        }
+        match whole {
             Ok((after, _)) => *server = after,
             Err(e) => panic!(
                 "step {step}: the server refused {} change(s) of legitimate operations by {actor:?}: {e:#?}",

@@ -35,9 +35,8 @@ pub struct DocumentRow {
     pub municipality: String,
     /// Concatenated 32-byte change hashes.
     pub heads: Vec<u8>,
-    /// `save()` of the document as of `snapshot_seq`.
-    pub snapshot: Vec<u8>,
-    /// The last change `seq` the snapshot includes.
+    /// The last change `seq` the snapshot includes (the snapshot itself, `save()` of the
+    /// document as of then, is read only by [`load`]).
     pub snapshot_seq: i64,
     /// First stored.
     pub created_at: NaiveDateTime,
@@ -113,10 +112,14 @@ pub fn find(conn: &mut DbConnection, case: &CaseId) -> Result<Option<DocumentRow
 
 /// Loads the whole document: the snapshot plus every change stored after it.
 pub fn load(conn: &mut DbConnection, row: &DocumentRow) -> Result<Automerge, StoreError> {
-    let mut doc = Automerge::load(&row.snapshot).map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?;
+    // The snapshot with the seq it is as of, together: a writer may have rewritten both since
+    // `row` was read (when it was read without a lock).
+    let (snapshot, snapshot_seq): (Vec<u8>, i64) =
+        documents::table.find(&row.case_id).select((documents::snapshot, documents::snapshot_seq)).first(conn)?;
+    let mut doc = Automerge::load(&snapshot).map_err(|e| StoreError::Corrupt(format!("snapshot: {e}")))?;
     let tail: Vec<Vec<u8>> = changes::table
         .filter(changes::case_id.eq(&row.case_id))
-        .filter(changes::seq.gt(row.snapshot_seq))
+        .filter(changes::seq.gt(snapshot_seq))
         .order(changes::seq.asc())
         .select(changes::bytes)
         .load(conn)?;

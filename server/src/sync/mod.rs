@@ -1,7 +1,8 @@
 //! The sync engine behind `POST /v1/sync` (see `docs/protocol.md`).
 //!
 //! Each case of a request is handled in **one write transaction**: the document row is
-//! locked (`FOR UPDATE` on PostgreSQL, the single writer on SQLite), the document loaded,
+//! locked (`FOR UPDATE` on PostgreSQL, the single writer on SQLite), the document loaded
+//! (or taken from the [`cache`] when the heads it was stored with are still the row's),
 //! changes the server already holds skipped, the rest checked for authorship, applied and
 //! validated with [`tsunagi_sync::validation`], and then changes, heads, projections, case
 //! number and audit are written together. The client's "ok" is only built after the commit.
@@ -12,8 +13,8 @@
 //! ([`crate::store::visibility`]); anything else is `not_found`, exactly as for a
 //! case that does not exist. A device that held a case and lost access may still upload the
 //! changes it made (nothing a counsellor logged is lost), and is then told to purge it.
-
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::{CommitOptions, Transactable};
@@ -36,6 +37,7 @@ use crate::store::quarantine::{self, Quarantined};
 use crate::store::visibility::{self, Viewer};
 use crate::store::{accounts, audit};
 use crate::store::{Database, DbConnection, StoreError};
+use cache::{Cached, DocumentCache};
 
 /// At most this many changes for one case in one request (`too_large` above).
 pub const MAX_CHANGES_PER_CASE: usize = 10_000;
@@ -82,6 +84,7 @@ pub struct SyncEngine {
     db: Database,
     actor: ActorId,
     assigned_byte_budget: usize,
+    cache: Arc<DocumentCache>,
 }
 
 /// The outcome of one case, before it becomes part of the response.
@@ -117,7 +120,19 @@ impl SyncEngine {
             db,
             actor: ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice()),
             assigned_byte_budget: ASSIGNED_BYTE_BUDGET,
+            cache: Arc::new(DocumentCache::new(cache::DEFAULT_BUDGET)),
         }
+    }
+
+    /// Keeps about `bytes` of recently stored documents loaded ([`cache`]; 0: none).
+    pub fn with_document_cache(mut self, bytes: usize) -> Self {
+        self.cache = Arc::new(DocumentCache::new(bytes));
+        self
+    }
+
+    /// The document cache: how many cases it holds, and their estimated bytes.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        self.cache.usage()
     }
 
     /// Sends newly visible documents up to about `bytes` per response (at least one).
@@ -160,20 +175,25 @@ impl SyncEngine {
     fn case(&self, who: &Requester, upload: DocumentUpload, number: i64) -> Result<CaseOutcome, StoreError> {
         let case = upload.case_id;
         let at = now();
-        self.db.write(|conn| {
+        let (outcome, stored) = self.db.write(|conn| -> Result<_, StoreError> {
             let row = documents::lock(conn, &case)?;
-            let doc = match &row {
-                Some(row) => Some(documents::load(conn, row)?),
-                None => None,
+            let (doc, view) = match &row {
+                Some(row) => match self.cache.take(&case, &row.heads) {
+                    Some(cached) => (Some(cached.doc), Some(cached.view)),
+                    None => (Some(documents::load(conn, row)?), None),
+                },
+                None => (None, None),
             };
             let visible = row.is_some() && visibility::may_see(conn, who.viewer(), &case)?;
             let held = device_cases::holds(conn, &who.device, &case)?;
             let not_found = CaseOutcome { result: DocumentResult::not_found(case), purge: None };
             match (&doc, visible || held) {
                 // Neither visible nor ever held: it may as well not exist.
-                (Some(_), false) => return Ok(not_found),
+                (Some(_), false) => return Ok((not_found, None)),
                 // Unknown to the server and nothing to create it with.
-                (None, _) if upload.changes.is_empty() && upload.sync_message.is_none() => return Ok(not_found),
+                (None, _) if upload.changes.is_empty() && upload.sync_message.is_none() => {
+                    return Ok((not_found, None));
+                }
                 _ => {}
             }
             let mut tx = CaseTx {
@@ -185,6 +205,8 @@ impl SyncEngine {
                 at,
                 is_new: row.is_none(),
                 may_read: row.is_none() || visible,
+                view,
+                stored: None,
             };
             let doc = doc.unwrap_or_default();
             let may_read = tx.may_read;
@@ -192,6 +214,7 @@ impl SyncEngine {
                 Some(message) => tx.fallback(doc, message)?,
                 None => tx.upload(doc)?,
             };
+            let stored = tx.stored.take();
             // Purge a case this device held but may no longer see, once its upload is in.
             let now_visible = visibility::may_see(conn, who.viewer(), &case)?;
             let purge = if !now_visible && device_cases::holds(conn, &who.device, &case)? {
@@ -212,8 +235,13 @@ impl SyncEngine {
                 };
                 device_cases::listed(conn, &who.device, &case, synced)?;
             }
-            Ok(outcome.map(|result| CaseOutcome { result, purge }).unwrap_or(not_found))
-        })
+            Ok((outcome.map(|result| CaseOutcome { result, purge }).unwrap_or(not_found), stored))
+        })?;
+        // Committed: the document as stored may serve the next write of the case.
+        if let Some(stored) = stored {
+            self.cache.put(case, documents::encode_heads(&stored.doc.get_heads()), stored);
+        }
+        Ok(outcome)
     }
 
     /// The cases the request did not list (protocol.md, section 9): what changed in those
@@ -430,9 +458,15 @@ fn corrupt(detail: String) -> Checked {
 
 /// Applies `fresh` to a copy of `doc` and validates it for `who`; a new case must be opened in
 /// the municipality of the staff member who opens it.
-fn check(doc: &Automerge, fresh: &[Change], who: &Requester, is_new: bool) -> Checked {
+fn check(
+    doc: &Automerge,
+    view: Option<tsunagi_sync::document::CaseView>,
+    fresh: &[Change],
+    who: &Requester,
+    is_new: bool,
+) -> Checked {
     let raw: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
-    match validation::apply_and_validate_touched(doc, &raw, &Acting::Staff(who.actor())) {
+    match validation::apply_and_validate_from(doc, view, &raw, &Acting::Staff(who.actor())) {
         Ok((_, view, _)) if is_new && view.municipality != Some(who.municipality) => Checked::Refused(
             DocumentErrorCode::InvalidChange,
             vec![Violation::new(
@@ -471,6 +505,10 @@ struct CaseTx<'a> {
     /// upload what it made, but is sent nothing of the case back: not others' changes, not its
     /// heads, not its number.
     may_read: bool,
+    /// The view of the document as stored, when it came from the cache.
+    view: Option<tsunagi_sync::document::CaseView>,
+    /// The document and view as this transaction leaves them, for the cache once committed.
+    stored: Option<Cached>,
 }
 
 impl CaseTx<'_> {
@@ -503,16 +541,33 @@ impl CaseTx<'_> {
             }
         }
         if fresh.is_empty() {
-            return Ok(Some(self.current(&doc, &since, &sent, None)?));
+            let result = self.current(&doc, &since, &sent, None)?;
+            self.keep(doc);
+            return Ok(Some(result));
         }
-        match check(&doc, &fresh, self.who, self.is_new) {
+        match check(&doc, self.view.take(), &fresh, self.who, self.is_new) {
             Checked::Accepted(accepted) => {
                 let (after, view, touched) = *accepted;
-                let stored = self.store(&doc, after, view, &touched, fresh)?;
-                Ok(Some(self.current(&stored, &since, &sent, None)?))
+                let (stored, view) = self.store(&doc, after, view, &touched, fresh)?;
+                let result = self.current(&stored, &since, &sent, None)?;
+                self.view = Some(view);
+                self.keep(stored);
+                Ok(Some(result))
             }
             Checked::Resync => Ok(Some(resync(self.case, &doc))),
-            refused => self.settle(&doc, &since, refused),
+            refused => {
+                let result = self.settle(&doc, &since, refused)?;
+                self.keep(doc);
+                Ok(result)
+            }
+        }
+    }
+
+    /// Hands `doc`, the document as this transaction leaves it, to the cache (once committed)
+    /// when its view is known.
+    fn keep(&mut self, doc: Automerge) {
+        if let Some(view) = self.view.take() {
+            self.stored = Some(Cached { doc, view });
         }
     }
 
@@ -534,10 +589,10 @@ impl CaseTx<'_> {
         let mut current = doc;
         let fresh = received.get_changes(&before);
         if !fresh.is_empty() && received.get_missing_deps(&[]).is_empty() {
-            match check(&current, &fresh, self.who, self.is_new) {
+            match check(&current, None, &fresh, self.who, self.is_new) {
                 Checked::Accepted(accepted) => {
                     let (after, view, touched) = *accepted;
-                    current = self.store(&current, after, view, &touched, fresh)?;
+                    current = self.store(&current, after, view, &touched, fresh)?.0;
                 }
                 Checked::Resync => {}
                 refused => return self.settle(&current, &[], refused),
@@ -568,7 +623,7 @@ impl CaseTx<'_> {
     }
 
     /// Writes accepted changes (and, for a new case, its number), heads, projections, audit.
-    /// Returns the stored document.
+    /// Returns the stored document and its view.
     fn store(
         &mut self,
         before: &Automerge,
@@ -576,7 +631,7 @@ impl CaseTx<'_> {
         mut view: tsunagi_sync::document::CaseView,
         touched: &validation::Touched,
         fresh: Vec<Change>,
-    ) -> Result<Automerge, StoreError> {
+    ) -> Result<(Automerge, tsunagi_sync::document::CaseView), StoreError> {
         let (case, at, who) = (self.case, self.at, self.who);
         if self.is_new {
             documents::insert(self.conn, &case, &who.municipality, at)?;
@@ -633,7 +688,7 @@ impl CaseTx<'_> {
         let row =
             documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
         documents::update(self.conn, &row, &after, at)?;
-        Ok(after)
+        Ok((after, view))
     }
 
     /// `ok` (or `refused` with `error`): the server's heads and what the client lacks.
@@ -831,6 +886,7 @@ fn refusal_message(code: DocumentErrorCode) -> String {
     .to_owned()
 }
 
+pub mod cache;
 pub mod cursor;
 mod decide;
 mod merge;

@@ -167,6 +167,7 @@ on_both_backends!(
     a_case_is_invisible_to_those_who_may_not_see_it,
     an_ended_assignment_purges_the_case_after_its_upload,
     unknown_since_falls_back_to_the_automerge_sync_protocol,
+    a_cached_document_is_not_used_once_the_case_was_written_elsewhere,
 );
 
 fn two_phones_offline_on_one_case_converge_with_nothing_lost(backend: Backend) {
@@ -247,6 +248,70 @@ fn a_first_upload_gets_a_case_number_and_resending_is_a_no_op(backend: Backend) 
     let mut conn = world.database.conn().unwrap();
     let stored: i64 = schema::changes::table.count().get_result(&mut *conn).unwrap();
     assert_eq!(stored, 3, "open, visit, and the server's case number: no duplicates");
+}
+
+/// The stored document, loaded from the database (not from any cache).
+fn stored_document(world: &World, case: &CaseId) -> automerge::Automerge {
+    let mut conn = world.database.conn().unwrap();
+    let row = documents::find(&mut conn, case).unwrap().unwrap();
+    documents::load(&mut conn, &row).unwrap()
+}
+
+/// One instance keeps the case loaded after storing it; another instance, and the
+/// assignment path, write the case meanwhile. The first instance must notice (the heads
+/// differ) and work on the case as stored: nothing the others wrote is lost.
+fn a_cached_document_is_not_used_once_the_case_was_written_elsewhere(backend: Backend) {
+    let world = world(backend);
+    let other_instance = SyncEngine::new(world.database.clone());
+    let sato = staff(&world, Role::Counsellor);
+    let ito = staff(&world, Role::Counsellor);
+    let mut phone = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
+    visit(&mut phone.replica, 9, "初回訪問");
+    phone.sync(&world);
+    let case = phone.replica.case_id().unwrap();
+    assert_eq!(world.engine.cache_usage().0, 1, "the stored case is kept loaded");
+    // A second visit through the cache.
+    visit(&mut phone.replica, 10, "二回目");
+    phone.sync(&world);
+    assert_eq!(world.engine.cache_usage().0, 1);
+    // A third through the other instance, then an assignment by the first's other path.
+    visit(&mut phone.replica, 11, "三回目");
+    let upload = phone.upload();
+    let response = other_instance.sync(&sato, SyncRequest::new(None, vec![upload])).unwrap();
+    phone.absorb(&response);
+    world.engine.assign(&case, &ito.staff, Assignment::Other, None).unwrap();
+    // The fourth through the first instance, whose loaded copy knows none of that.
+    visit(&mut phone.replica, 12, "四回目");
+    let response = phone.sync(&world);
+    assert_eq!(response.documents[0].status, DocumentStatus::Ok);
+    let stored = stored_document(&world, &case);
+    assert_eq!(sorted_heads(&stored), sorted_heads(phone.replica.doc_mut().document()));
+    let view = tsunagi_sync::document::read_case(&stored).view.unwrap();
+    assert_eq!(view.activities.len(), 4, "every visit is in the stored case");
+    assert!(view.assignees.others.contains(&ito.staff), "and so is the assignment");
+    assert!(phone.replica.view().unwrap().assignees.others.contains(&ito.staff), "which reached the phone");
+    assert_eq!(activity_rows(&world, &case), 4);
+    // A refused upload leaves the stored case as it was for the next one.
+    let mut forged = phone.replica.clone();
+    automerge::transaction::Transactable::put(forged.doc_mut(), automerge::ROOT, "status", "closed").unwrap();
+    forged.doc_mut().commit();
+    let upload = DocumentUpload::new(
+        case,
+        phone.since.iter().map(Hash::from).collect(),
+        forged.changes_since(&phone.since).iter().map(|c| Bytes(c.raw_bytes().to_vec())).collect(),
+    );
+    let refused = world.engine.sync(&sato, SyncRequest::new(None, vec![upload])).unwrap();
+    assert_eq!(refused.documents[0].status, DocumentStatus::Refused);
+    visit(&mut phone.replica, 13, "五回目");
+    phone.sync(&world);
+    let view = tsunagi_sync::document::read_case(&stored_document(&world, &case)).view.unwrap();
+    assert_eq!((view.activities.len(), view.status), (5, tsunagi_sync::domain::CaseStatus::Intake));
+}
+
+fn sorted_heads(doc: &automerge::Automerge) -> Vec<automerge::ChangeHash> {
+    let mut heads = doc.get_heads();
+    heads.sort();
+    heads
 }
 
 fn refused_uploads_change_nothing_and_are_quarantined(backend: Backend) {

@@ -55,7 +55,7 @@ mod read;
 mod since;
 mod view;
 
-pub use read::{read_case, CaseReading};
+pub use read::{read_case, reread_activities, CaseReading};
 pub use since::{changed_since, since_last_review, ChangedSince, SinceReview, UnknownHeads};
 pub use view::*;
 

@@ -41,8 +41,61 @@ pub fn read_case<D: ReadDoc>(doc: &D) -> CaseReading {
     let mut view = view;
     if let Some(view) = view.as_mut() {
         view.conflicts = std::mem::take(&mut reader.conflicts);
+        sort_conflicts(&mut view.conflicts);
     }
     CaseReading { view, issues: reader.issues }
+}
+
+/// Conflicts in the order of their paths, so that a partial read ([`reread_activities`])
+/// and a whole one list them alike.
+fn sort_conflicts(conflicts: &mut [Conflict]) {
+    conflicts.sort_by(|a, b| a.path.cmp(&b.path));
+}
+
+/// Reads `doc` as [`read_case`] would, given `earlier`: the view of the same document at
+/// earlier heads, read without issues, when everything written since lies inside the
+/// activities `written` (logged, amended or voided; ids as the document spells them).
+///
+/// Only those activities are read again; every other part of the case is taken from
+/// `earlier`, which is what a whole read would find, since nothing else changed. Returns the
+/// issues of what was read again (the activities, and their number against the limit).
+/// The caller vouches for the precondition; [`crate::validation`] establishes it from the
+/// document's own diff.
+pub fn reread_activities<D: ReadDoc>(doc: &D, earlier: CaseView, written: &BTreeSet<String>) -> CaseReading {
+    let mut view = earlier;
+    let mut reader = Reader { doc, limits: Limits::DEFAULT, issues: Vec::new(), conflicts: Vec::new() };
+    let under = |path: &str, id: &str| {
+        path.strip_prefix("/activities/")
+            .and_then(|rest| rest.strip_prefix(id))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    view.conflicts.retain(|c| !written.iter().any(|id| under(&c.path, id)));
+    if let Some(container) = reader.object(&ROOT, k::ACTIVITIES, "/", ObjType::Map, true) {
+        let count = doc.keys(&container).count();
+        if count > reader.limits.activities {
+            let max = reader.limits.activities;
+            reader.issue(Code::TooMany, "/activities", format!("{count} entries, at most {max}"));
+        }
+        for key in written {
+            let path = child("/activities", key);
+            let id = match ActivityId::from_str(key) {
+                Ok(id) => id,
+                Err(e) => {
+                    reader.issue(Code::InvalidId, &path, e.to_string());
+                    continue;
+                }
+            };
+            view.activities.remove(&id);
+            // A deleted entry is simply gone, as in a whole read.
+            let Some(obj) = reader.object(&container, key, "/activities", ObjType::Map, false) else { continue };
+            if let Some(activity) = reader.activity(id, &obj, &path, &view.household) {
+                view.activities.insert(id, activity);
+            }
+        }
+    }
+    view.conflicts.append(&mut reader.conflicts);
+    sort_conflicts(&mut view.conflicts);
+    CaseReading { view: Some(view), issues: reader.issues }
 }
 
 const ROOT_KEYS: &[&str] = &[

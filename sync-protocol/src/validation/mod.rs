@@ -27,7 +27,7 @@ mod violation;
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 
-pub use permissions::{validate_update, validate_update_touched, Touched};
+pub use permissions::{validate_update, validate_update_from, validate_update_touched, Touched};
 pub use violation::{Violation, ViolationCode};
 
 use crate::domain::Role;
@@ -101,6 +101,18 @@ pub fn apply_and_validate_touched(
     raw_changes: &[Vec<u8>],
     acting: &Acting,
 ) -> Result<(Automerge, crate::document::CaseView, Touched), BatchError> {
+    apply_and_validate_from(doc, None, raw_changes, acting)
+}
+
+/// [`apply_and_validate_touched`], given the view of `doc` when the caller has it (see
+/// [`validate_update_from`]): a batch that writes only into activities then reads only those
+/// again.
+pub fn apply_and_validate_from(
+    doc: &Automerge,
+    view: Option<crate::document::CaseView>,
+    raw_changes: &[Vec<u8>],
+    acting: &Acting,
+) -> Result<(Automerge, crate::document::CaseView, Touched), BatchError> {
     let mut changes = Vec::with_capacity(raw_changes.len());
     for (index, bytes) in raw_changes.iter().enumerate() {
         let change = decode_change(bytes.clone()).map_err(|reason| BatchError::Corrupt { index, reason })?;
@@ -119,7 +131,7 @@ pub fn apply_and_validate_touched(
         return Err(BatchError::MissingDependencies(missing));
     }
     let (view, touched) =
-        untrusted(|| validate_update_touched(&after, &before, acting))?.map_err(BatchError::Refused)?;
+        untrusted(|| validate_update_from(&after, &before, view, acting))?.map_err(BatchError::Refused)?;
     Ok((after, view, touched))
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use automerge::{Automerge, ChangeHash, ObjId, PatchAction, Prop, ReadDoc, ScalarValue, Value, ROOT};
 
 use super::{Acting, Actor, Violation, ViolationCode as Code};
-use crate::document::{keys as k, parse_heads, read_case, CaseView};
+use crate::document::{keys as k, parse_heads, read_case, reread_activities, CaseView};
 use crate::domain::{CaseStatus, Role};
 
 /// Validates `doc` (at its current heads) against the state it had at `before`.
@@ -23,6 +23,19 @@ pub fn validate_update_touched(
     before: &[ChangeHash],
     acting: &Acting,
 ) -> Result<(CaseView, Touched), Vec<Violation>> {
+    validate_update_from(doc, before, None, acting)
+}
+
+/// [`validate_update_touched`], given the view of the document at `before` when the caller
+/// has it (read without issues: a stored case). When the update wrote only into activities,
+/// only those are read again ([`crate::document::reread_activities`]) instead of the whole
+/// case; the result is the same.
+pub fn validate_update_from(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    before_view: Option<CaseView>,
+    acting: &Acting,
+) -> Result<(CaseView, Touched), Vec<Violation>> {
     let mut touched = Touched { other: before.is_empty(), ..Touched::default() };
     let mut violations = Vec::new();
     if let Some(missing) = before.iter().find(|h| doc.get_change_by_hash(h).is_none()) {
@@ -33,8 +46,6 @@ pub fn validate_update_touched(
         )]);
     }
     let after = doc.get_heads();
-    let reading = read_case(doc);
-    violations.extend(reading.issues);
     let patches = if before == after.as_slice() { Vec::new() } else { doc.diff(before, &after) };
 
     let mut checker = Checker { doc, before, acting, violations: Vec::new(), recorded_by: HashMap::new() };
@@ -74,6 +85,11 @@ pub fn validate_update_touched(
             _ => checker.write(&segs, false),
         }
     }
+    let reading = match before_view {
+        Some(earlier) if !touched.other => reread_activities(doc, earlier, &touched.activities),
+        _ => read_case(doc),
+    };
+    violations.extend(reading.issues);
     if let Some(view) = &reading.view {
         checker.closing_rule(view);
     }

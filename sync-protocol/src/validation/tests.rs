@@ -126,7 +126,7 @@ fn upload_doc(doc: &mut AutoCommit, acting: Acting, edit: impl FnOnce(&mut AutoC
     doc.commit();
     let raw = raw_changes(doc, &heads);
     assert!(!raw.is_empty(), "the edit changed nothing");
-    apply_and_validate(&before, &raw, &acting).map(|(_, view)| view)
+    server_side(&before, &raw, &acting)
 }
 
 /// What the server answers when `replica`'s device uploads the change `edit` makes.
@@ -138,7 +138,28 @@ fn upload(replica: &mut CaseReplica, edit: impl FnOnce(&mut CaseReplica)) -> Out
     replica.doc_mut().commit();
     let raw = raw_changes(replica.doc_mut(), &heads);
     assert!(!raw.is_empty(), "the edit changed nothing");
-    apply_and_validate(&before, &raw, &acting).map(|(_, view)| view)
+    server_side(&before, &raw, &acting)
+}
+
+/// [`apply_and_validate`] on `before`; when `before` reads without issues (as a stored case
+/// does), also [`apply_and_validate_from`] given its view, which must decide exactly alike.
+fn server_side(before: &Automerge, raw: &[Vec<u8>], acting: &Acting) -> Outcome {
+    let whole = apply_and_validate(before, raw, acting).map(|(_, view)| view);
+    let earlier = crate::document::read_case(before);
+    if earlier.issues.is_empty() && earlier.view.is_some() {
+        let partial = apply_and_validate_from(before, earlier.view, raw, acting).map(|(_, view, _)| view);
+        match (&whole, &partial) {
+            (Ok(whole), Ok(partial)) => assert_eq!(whole, partial, "reading only what was written differs"),
+            (Err(BatchError::Refused(whole)), Err(BatchError::Refused(partial))) => {
+                let codes =
+                    |v: &[Violation]| v.iter().map(|v| (v.code.as_str(), v.path.clone())).collect::<BTreeSet<_>>();
+                assert_eq!(codes(whole), codes(partial), "reading only what was written refuses differently");
+            }
+            (Err(_), Err(_)) => {}
+            _ => panic!("whole read {whole:?}, reading only what was written {partial:?}"),
+        }
+    }
+    whole
 }
 
 /// Like [`upload`], for raw writes on the replica's document.
