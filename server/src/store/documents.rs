@@ -188,13 +188,24 @@ pub fn update(
     now: NaiveDateTime,
 ) -> Result<i64, StoreError> {
     let heads = encode_heads(&doc.get_heads());
-    write_heads(conn, row, doc, &heads, now)?;
-    // Last, so that the clock's row is locked for as short a time as possible.
+    let last_seq: Option<i64> =
+        changes::table.filter(changes::case_id.eq(&row.case_id)).select(diesel::dsl::max(changes::seq)).first(conn)?;
+    let last_seq = last_seq.unwrap_or(0);
+    let snapshot = (last_seq - row.snapshot_seq >= SNAPSHOT_EVERY).then(|| doc.save());
+    // Last, so that the clock's row is locked for as short a time as possible: the clock,
+    // then two statements.
     let clock = next_clock(conn)?;
     diesel::update(changes::table.filter(changes::case_id.eq(&row.case_id)).filter(changes::clock.is_null()))
         .set(changes::clock.eq(clock))
         .execute(conn)?;
-    diesel::update(documents::table.find(&row.case_id)).set(documents::clock.eq(clock)).execute(conn)?;
+    let document = documents::table.find(&row.case_id);
+    let stamp = (documents::heads.eq(&heads), documents::updated_at.eq(now), documents::clock.eq(clock));
+    match snapshot {
+        Some(snapshot) => diesel::update(document)
+            .set((stamp, documents::snapshot.eq(snapshot), documents::snapshot_seq.eq(last_seq)))
+            .execute(conn)?,
+        None => diesel::update(document).set(stamp).execute(conn)?,
+    };
     Ok(clock)
 }
 
@@ -256,34 +267,6 @@ pub fn changes_after(
     let device = except.as_uuid().as_bytes();
     let written_on_device = |actor: &[u8]| actor.len() > device.len() && actor.starts_with(device);
     Ok(rows.into_iter().filter(|(_, actor)| !written_on_device(actor)).map(|(bytes, _)| bytes).collect())
-}
-
-/// The heads and, when due, a new snapshot.
-fn write_heads(
-    conn: &mut DbConnection,
-    row: &DocumentRow,
-    doc: &Automerge,
-    heads: &[u8],
-    now: NaiveDateTime,
-) -> Result<(), StoreError> {
-    let last_seq: Option<i64> =
-        changes::table.filter(changes::case_id.eq(&row.case_id)).select(diesel::dsl::max(changes::seq)).first(conn)?;
-    let last_seq = last_seq.unwrap_or(0);
-    if last_seq - row.snapshot_seq >= SNAPSHOT_EVERY {
-        diesel::update(documents::table.find(&row.case_id))
-            .set((
-                documents::heads.eq(heads),
-                documents::snapshot.eq(doc.save()),
-                documents::snapshot_seq.eq(last_seq),
-                documents::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-    } else {
-        diesel::update(documents::table.find(&row.case_id))
-            .set((documents::heads.eq(heads), documents::updated_at.eq(now)))
-            .execute(conn)?;
-    }
-    Ok(())
 }
 
 /// One stored change with its provenance, for a case's history.

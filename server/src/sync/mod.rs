@@ -36,7 +36,7 @@ use crate::store::projections;
 use crate::store::quarantine::{self, Quarantined};
 use crate::store::visibility::{self, Viewer};
 use crate::store::{accounts, audit};
-use crate::store::{Database, DbConnection, StoreError};
+use crate::store::{write_transaction, Database, DbConnection, StoreError};
 use cache::{Cached, DocumentCache};
 
 /// At most this many changes for one case in one request (`too_large` above).
@@ -147,7 +147,9 @@ impl SyncEngine {
     /// the cursor it returns never claims a change committed while it was being answered
     /// (those come again next time, which is harmless: applying a change twice is a no-op).
     pub fn sync(&self, who: &Requester, request: SyncRequest) -> Result<SyncResponse, StoreError> {
-        let (number, clock, cursor) = self.db.write(|conn| {
+        // One connection for the numbering and the listed cases (a transaction each).
+        let mut conn = self.db.conn()?;
+        let (number, clock, cursor) = write_transaction(&mut conn, |conn| {
             let number = accounts::next_sync_response(conn, &who.device)?;
             let clock = documents::clock(conn)?;
             let cursor = request.cursor.as_ref().and_then(|c| Cursor::decode(c.as_slice(), &who.device, number, clock));
@@ -162,20 +164,28 @@ impl SyncEngine {
             if !listed.insert(upload.case_id) {
                 continue; // one entry per case; protocol.md lets the server ignore repeats
             }
-            let outcome = self.case(who, upload, number)?;
+            let outcome = self.case(&mut conn, who, upload, number)?;
             response.documents.push(outcome.result);
             response.purge.extend(outcome.purge);
         }
+        // Given back before the unlisted cases take connections of their own.
+        drop(conn);
         self.send_unlisted(who, &listed, cursor, number, &mut response)?;
         response.cursor = Some(Cursor { response: number, clock }.encode(&who.device));
         Ok(response)
     }
 
     /// One case of the request, in one transaction.
-    fn case(&self, who: &Requester, upload: DocumentUpload, number: i64) -> Result<CaseOutcome, StoreError> {
+    fn case(
+        &self,
+        conn: &mut DbConnection,
+        who: &Requester,
+        upload: DocumentUpload,
+        number: i64,
+    ) -> Result<CaseOutcome, StoreError> {
         let case = upload.case_id;
         let at = now();
-        let (outcome, stored) = self.db.write(|conn| -> Result<_, StoreError> {
+        let (outcome, stored) = write_transaction(conn, |conn| -> Result<_, StoreError> {
             let row = documents::lock(conn, &case)?;
             let (doc, view) = match &row {
                 Some(row) => match self.cache.take(&case, &row.heads) {
@@ -205,8 +215,11 @@ impl SyncEngine {
                 at,
                 is_new: row.is_none(),
                 may_read: row.is_none() || visible,
+                row: row.clone(),
                 view,
                 stored: None,
+                clock: None,
+                rewrote_case: false,
             };
             let doc = doc.unwrap_or_default();
             let may_read = tx.may_read;
@@ -214,10 +227,15 @@ impl SyncEngine {
                 Some(message) => tx.fallback(doc, message)?,
                 None => tx.upload(doc)?,
             };
-            let stored = tx.stored.take();
+            let (stored, clock) = (tx.stored.take(), tx.clock);
+            // Visibility follows the `cases` row, assignments and meetings: a batch that wrote
+            // only into activities of a stored case changed none of them.
+            let now_visible = match tx.rewrote_case || row.is_none() {
+                true => visibility::may_see(conn, who.viewer(), &case)?,
+                false => visible,
+            };
             // Purge a case this device held but may no longer see, once its upload is in.
-            let now_visible = visibility::may_see(conn, who.viewer(), &case)?;
-            let purge = if !now_visible && device_cases::holds(conn, &who.device, &case)? {
+            let purge = if !now_visible && held {
                 device_cases::purge_sent(conn, &who.device, &case, number)?;
                 Some(PurgeNotice { case_id: case, reason: purge_reason(conn, who.role, &case)? })
             } else {
@@ -229,9 +247,10 @@ impl SyncEngine {
                     && outcome
                         .as_ref()
                         .is_some_and(|r| matches!(r.status, DocumentStatus::Ok | DocumentStatus::Refused));
-                let synced = match complete {
-                    true => documents::clock_of(conn, &case)?.map(|clock| Synced { response: number, clock }),
-                    false => None,
+                let synced = match (complete, clock) {
+                    (true, Some(clock)) => Some(Synced { response: number, clock }),
+                    (true, None) => documents::clock_of(conn, &case)?.map(|clock| Synced { response: number, clock }),
+                    (false, _) => None,
                 };
                 device_cases::listed(conn, &who.device, &case, synced)?;
             }
@@ -505,8 +524,15 @@ struct CaseTx<'a> {
     /// upload what it made, but is sent nothing of the case back: not others' changes, not its
     /// heads, not its number.
     may_read: bool,
+    /// The document row as locked (none for a new case).
+    row: Option<documents::DocumentRow>,
     /// The view of the document as stored, when it came from the cache.
     view: Option<tsunagi_sync::document::CaseView>,
+    /// The commit clock this transaction stamped the case with, once it stored changes.
+    clock: Option<i64>,
+    /// It wrote more than activities (or created the case): its `cases` row, assignees,
+    /// consent or area may differ now.
+    rewrote_case: bool,
     /// The document and view as this transaction leaves them, for the cache once committed.
     stored: Option<Cached>,
 }
@@ -685,9 +711,14 @@ impl CaseTx<'_> {
         )?;
         self.audit("sync.upload", &format!("{} change(s), {} before", fresh.len(), before.get_heads().len()))?;
         // Last: it takes the commit clock, whose row stays locked until the commit.
-        let row =
-            documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
-        documents::update(self.conn, &row, &after, at)?;
+        let row = match self.row.clone() {
+            Some(row) => row,
+            None => {
+                documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?
+            }
+        };
+        self.clock = Some(documents::update(self.conn, &row, &after, at)?);
+        self.rewrote_case |= self.is_new || touched.other;
         Ok((after, view))
     }
 

@@ -1,6 +1,6 @@
 //! Schema of the result plus permissions on what changed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use automerge::{Automerge, ChangeHash, ObjId, PatchAction, Prop, ReadDoc, ScalarValue, Value, ROOT};
 
@@ -48,7 +48,14 @@ pub fn validate_update_from(
     let after = doc.get_heads();
     let patches = if before == after.as_slice() { Vec::new() } else { doc.diff(before, &after) };
 
-    let mut checker = Checker { doc, before, acting, violations: Vec::new(), recorded_by: HashMap::new() };
+    let mut checker = Checker {
+        doc,
+        before,
+        acting,
+        violations: Vec::new(),
+        recorded_by: HashMap::new(),
+        new_checked: HashSet::new(),
+    };
     if !patches.is_empty() {
         checker.role_may_write();
     }
@@ -175,6 +182,8 @@ struct Checker<'a> {
     violations: Vec<Violation>,
     /// The author field of entities that existed before (see [`author_field`]), by path.
     recorded_by: HashMap<(String, String), Option<String>>,
+    /// The new activities whose authorship has been checked.
+    new_checked: HashSet<String>,
 }
 
 impl Checker<'_> {
@@ -450,8 +459,10 @@ impl Checker<'_> {
         let id = segs[1].as_str();
         let device = actor.device.to_string();
         match self.author_before(k::ACTIVITIES, id) {
+            // A new activity: logged in the actor's own name, from the actor's own device
+            // (checked once per activity, however many of its fields the batch wrote).
+            None if !self.new_checked.insert(id.to_owned()) => {}
             None => {
-                // A new activity: logged in the actor's own name, from the actor's own device.
                 if !self.written_by(&[k::ACTIVITIES, id, k::RECORDED_BY], staff)
                     || !self.written_by(&[k::ACTIVITIES, id, k::DEVICE_ID], &device)
                 {
