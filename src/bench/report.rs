@@ -76,6 +76,15 @@ impl Figures {
         self.per_second(self.activities)
     }
 
+    /// Activities per CPU-second of the server side alone (the server process plus, on
+    /// PostgreSQL, the database's processes serving it): what the server could accept per
+    /// second on each core it had to itself, without the simulated devices sharing the
+    /// machine. `None` without CPU figures or activities.
+    pub fn activities_per_server_cpu_s(&self) -> Option<f64> {
+        let cpu = self.server_cpu_s? + self.database_cpu_s.unwrap_or(0.0);
+        (cpu > 0.0 && self.activities > 0).then(|| self.activities as f64 / cpu)
+    }
+
     /// The JSON form.
     pub fn to_json(&self) -> Value {
         json!({
@@ -96,6 +105,7 @@ impl Figures {
             "activities": self.activities,
             "changes_per_s": self.changes_per_s(),
             "activities_per_s": self.activities_per_s(),
+            "activities_per_server_cpu_s": self.activities_per_server_cpu_s(),
             "server_cpu_s": self.server_cpu_s,
             "database_cpu_s": self.database_cpu_s,
             "client_cpu_s": self.client_cpu_s,
@@ -284,6 +294,9 @@ impl ScenarioReport {
             row("PostgreSQL CPU s", opt_f(t.database_cpu_s, 2), "-".into(), None);
         }
         row("devices' CPU s (this process)", opt_f(t.client_cpu_s, 2), "-".into(), None);
+        if let Some(per_cpu) = t.activities_per_server_cpu_s() {
+            row("activities per server-side CPU s", format!("{per_cpu:.0}"), "-".into(), None);
+        }
         row("server peak RSS MiB", mib(t.peak_rss_bytes), "-".into(), None);
         row("database MiB", mib(t.database_bytes), "-".into(), None);
         row("measured phase s", format!("{:.2}", t.wall_s), format!("{:.3}", b.wall_s), None);
@@ -328,6 +341,17 @@ mod tests {
         assert_eq!(percentile(&values, 99.0), 99.0);
         assert_eq!(percentile(&[3.0], 95.0), 3.0);
         assert_eq!(percentile(&[], 95.0), 0.0);
+    }
+
+    #[test]
+    fn server_side_capacity_counts_the_database_too() {
+        let mut f =
+            Figures { activities: 300, server_cpu_s: Some(2.0), database_cpu_s: Some(1.0), ..Figures::default() };
+        assert_eq!(f.activities_per_server_cpu_s(), Some(100.0));
+        f.database_cpu_s = None;
+        assert_eq!(f.activities_per_server_cpu_s(), Some(150.0));
+        f.server_cpu_s = None;
+        assert_eq!(f.activities_per_server_cpu_s(), None);
     }
 
     #[test]

@@ -180,29 +180,52 @@ pub fn append_changes(
 
 /// Records the new heads, rewriting the snapshot when enough changes accumulated after it,
 /// and stamps the document and its newly stored changes with the next clock value. Every
-/// transaction that appends changes calls it last.
+/// transaction that appends changes calls it last: [`prepare`] and then [`stamp`], with as
+/// little as possible between the stamp and the commit.
 pub fn update(
     conn: &mut DbConnection,
     row: &DocumentRow,
     doc: &Automerge,
     now: NaiveDateTime,
 ) -> Result<i64, StoreError> {
-    let heads = encode_heads(&doc.get_heads());
+    let pending = prepare(conn, row, doc)?;
+    stamp(conn, pending, now)
+}
+
+/// What [`stamp`] writes into a document row: its heads and, when due, a new snapshot.
+#[derive(Debug)]
+pub struct PendingUpdate {
+    case_id: String,
+    heads: Vec<u8>,
+    snapshot: Option<(Vec<u8>, i64)>,
+}
+
+/// The first half of [`update`]: reads what it needs and encodes the heads (and the snapshot
+/// when due), taking no lock.
+pub fn prepare(conn: &mut DbConnection, row: &DocumentRow, doc: &Automerge) -> Result<PendingUpdate, StoreError> {
     let last_seq: Option<i64> =
         changes::table.filter(changes::case_id.eq(&row.case_id)).select(diesel::dsl::max(changes::seq)).first(conn)?;
     let last_seq = last_seq.unwrap_or(0);
-    let snapshot = (last_seq - row.snapshot_seq >= SNAPSHOT_EVERY).then(|| doc.save());
-    // Last, so that the clock's row is locked for as short a time as possible: the clock,
-    // then two statements.
+    Ok(PendingUpdate {
+        case_id: row.case_id.clone(),
+        heads: encode_heads(&doc.get_heads()),
+        snapshot: (last_seq - row.snapshot_seq >= SNAPSHOT_EVERY).then(|| (doc.save(), last_seq)),
+    })
+}
+
+/// The second half of [`update`]: takes the next clock value, whose row then stays locked
+/// until the transaction ends (every other writer waits for it), and writes heads, snapshot
+/// and clock: the clock and two statements. Returns the clock value.
+pub fn stamp(conn: &mut DbConnection, pending: PendingUpdate, now: NaiveDateTime) -> Result<i64, StoreError> {
     let clock = next_clock(conn)?;
-    diesel::update(changes::table.filter(changes::case_id.eq(&row.case_id)).filter(changes::clock.is_null()))
+    diesel::update(changes::table.filter(changes::case_id.eq(&pending.case_id)).filter(changes::clock.is_null()))
         .set(changes::clock.eq(clock))
         .execute(conn)?;
-    let document = documents::table.find(&row.case_id);
-    let stamp = (documents::heads.eq(&heads), documents::updated_at.eq(now), documents::clock.eq(clock));
-    match snapshot {
-        Some(snapshot) => diesel::update(document)
-            .set((stamp, documents::snapshot.eq(snapshot), documents::snapshot_seq.eq(last_seq)))
+    let document = documents::table.find(&pending.case_id);
+    let stamp = (documents::heads.eq(&pending.heads), documents::updated_at.eq(now), documents::clock.eq(clock));
+    match pending.snapshot {
+        Some((snapshot, seq)) => diesel::update(document)
+            .set((stamp, documents::snapshot.eq(snapshot), documents::snapshot_seq.eq(seq)))
             .execute(conn)?,
         None => diesel::update(document).set(stamp).execute(conn)?,
     };

@@ -218,7 +218,7 @@ impl SyncEngine {
                 row: row.clone(),
                 view,
                 stored: None,
-                clock: None,
+                pending: None,
                 rewrote_case: false,
             };
             let doc = doc.unwrap_or_default();
@@ -227,7 +227,7 @@ impl SyncEngine {
                 Some(message) => tx.fallback(doc, message)?,
                 None => tx.upload(doc)?,
             };
-            let (stored, clock) = (tx.stored.take(), tx.clock);
+            let (stored, pending) = (tx.stored.take(), tx.pending.take());
             // Visibility follows the `cases` row, assignments and meetings: a batch that wrote
             // only into activities of a stored case changed none of them.
             let now_visible = match tx.rewrote_case || row.is_none() {
@@ -240,6 +240,11 @@ impl SyncEngine {
                 Some(PurgeNotice { case_id: case, reason: purge_reason(conn, who.role, &case)? })
             } else {
                 None
+            };
+            // Last: the commit clock (see `CaseTx::store`).
+            let clock = match pending {
+                Some(pending) => Some(documents::stamp(conn, pending, at)?),
+                None => None,
             };
             if now_visible {
                 // `ok` and `refused` bring the device up to date with the case as stored now.
@@ -528,8 +533,8 @@ struct CaseTx<'a> {
     row: Option<documents::DocumentRow>,
     /// The view of the document as stored, when it came from the cache.
     view: Option<tsunagi_sync::document::CaseView>,
-    /// The commit clock this transaction stamped the case with, once it stored changes.
-    clock: Option<i64>,
+    /// The heads to stamp with the commit clock at the end, once it stored changes.
+    pending: Option<documents::PendingUpdate>,
     /// It wrote more than activities (or created the case): its `cases` row, assignees,
     /// consent or area may differ now.
     rewrote_case: bool,
@@ -710,14 +715,15 @@ impl CaseTx<'_> {
             },
         )?;
         self.audit("sync.upload", &format!("{} change(s), {} before", fresh.len(), before.get_heads().len()))?;
-        // Last: it takes the commit clock, whose row stays locked until the commit.
+        // The heads are stamped with the commit clock last of all, just before the commit
+        // (`SyncEngine::case`): its row stays locked until then, and every writer waits on it.
         let row = match self.row.clone() {
             Some(row) => row,
             None => {
                 documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?
             }
         };
-        self.clock = Some(documents::update(self.conn, &row, &after, at)?);
+        self.pending = Some(documents::prepare(self.conn, &row, &after)?);
         self.rewrote_case |= self.is_new || touched.other;
         Ok((after, view))
     }
