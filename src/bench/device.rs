@@ -211,7 +211,13 @@ impl Device {
         child.kana = Some(format!("{kana} しょうた"));
         child.relation = Some(Relation::Son);
         child.is_subject = true;
-        child.birth_date = NaiveDate::from_ymd_opt(2012, 5, 14);
+        // Spread like real birth dates: one shared date would make every seeded case a
+        // possible duplicate of every other (`attention`), which is not what is measured.
+        child.birth_date = NaiveDate::from_ymd_opt(
+            2000 + self.rng.below(20) as i32,
+            1 + self.rng.below(12) as u32,
+            1 + self.rng.below(28) as u32,
+        );
         new.household = vec![parent, child];
         let mut replica = CaseReplica::open(new, self.person.actor()).context("cannot open a case")?;
         let case = replica.case_id()?;
