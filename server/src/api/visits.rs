@@ -188,7 +188,7 @@ fn outcome_label(kind: ActivityKind, key: &str) -> Option<Labelled> {
 const WIDE_SCOPE: usize = 2_000;
 
 /// The columns of a visit-log row ([`ActivityRow`]).
-const ACTIVITY_COLUMNS: (
+type ActivityColumns = (
     activities::activity_id,
     activities::case_id,
     activities::kind,
@@ -206,7 +206,10 @@ const ACTIVITY_COLUMNS: (
     activities::reviewed,
     activities::area,
     activities::place,
-) = (
+);
+
+/// [`ActivityColumns`], to select.
+const ACTIVITY_COLUMNS: ActivityColumns = (
     activities::activity_id,
     activities::case_id,
     activities::kind,
