@@ -187,48 +187,6 @@ fn outcome_label(kind: ActivityKind, key: &str) -> Option<Labelled> {
 /// the database as a list (see [`load`]).
 const WIDE_SCOPE: usize = 2_000;
 
-/// The columns of a visit-log row ([`ActivityRow`]).
-type ActivityColumns = (
-    activities::activity_id,
-    activities::case_id,
-    activities::kind,
-    activities::started_at,
-    activities::local_date,
-    activities::recorded_by,
-    activities::device_id,
-    activities::outcome,
-    activities::letter_left,
-    activities::channel,
-    activities::agency,
-    activities::follow_up_on,
-    activities::narrative,
-    activities::voided,
-    activities::reviewed,
-    activities::area,
-    activities::place,
-);
-
-/// [`ActivityColumns`], to select.
-const ACTIVITY_COLUMNS: ActivityColumns = (
-    activities::activity_id,
-    activities::case_id,
-    activities::kind,
-    activities::started_at,
-    activities::local_date,
-    activities::recorded_by,
-    activities::device_id,
-    activities::outcome,
-    activities::letter_left,
-    activities::channel,
-    activities::agency,
-    activities::follow_up_on,
-    activities::narrative,
-    activities::voided,
-    activities::reviewed,
-    activities::area,
-    activities::place,
-);
-
 /// The municipality's activities that match `filters`, after the cursor `after` (a start
 /// time and activity id, newest first), whoever may see them: the caller adds the scope.
 fn filtered(
@@ -287,7 +245,39 @@ fn filtered(
 
 /// Loads up to `limit` rows matching `filters` that `who` may see, newest first, and writes
 /// one audit row per case shown. Returns the rows and whether more follow.
-/// A scope of more than `wide_scope` cases ([`WIDE_SCOPE`]) is tested on the rows read.
+/// The ids of the first `wanted` activities matching `filters` (after its cursor) of the
+/// `visible` cases, newest first: read from the municipality's rows in page order, a few
+/// pages' worth at a time (start time, id and case only), keeping those of visible cases.
+fn visible_page(
+    conn: &mut DbConnection,
+    municipality: &str,
+    filters: &Filters,
+    visible: &HashSet<String>,
+    wanted: i64,
+) -> Result<Vec<String>, StoreError> {
+    let wanted = usize::try_from(wanted).unwrap_or(usize::MAX);
+    // Most of an area supervisor's municipality is visible to them.
+    let per_read = i64::try_from(wanted).unwrap_or(i64::MAX).max(16).saturating_mul(4);
+    let mut page = Vec::new();
+    let mut after = filters.after.clone();
+    loop {
+        let candidates: Vec<(NaiveDateTime, String, String)> = filtered(municipality, filters, after.as_ref())
+            .select((activities::started_at, activities::activity_id, activities::case_id))
+            .order((activities::started_at.desc(), activities::activity_id.desc()))
+            .limit(per_read)
+            .load(conn)?;
+        let exhausted = (candidates.len() as i64) < per_read;
+        after = candidates.last().map(|(at, id, _)| (*at, id.clone()));
+        page.extend(candidates.into_iter().filter(|(_, _, case)| visible.contains(case)).map(|(_, id, _)| id));
+        if page.len() >= wanted || exhausted {
+            page.truncate(wanted);
+            return Ok(page);
+        }
+    }
+}
+
+/// A scope of more than `wide_scope` cases ([`WIDE_SCOPE`]) is tested on the rows read
+/// ([`visible_page`]).
 fn load(
     conn: &mut DbConnection,
     who: &AuthenticatedDevice,
@@ -310,55 +300,40 @@ fn load(
         // transaction plans the page for its own values.
         diesel::connection::SimpleConnection::batch_execute(pg, "SET LOCAL plan_cache_mode = force_custom_plan")?;
     }
-    let newest_first = (activities::started_at.desc(), activities::activity_id.desc());
-    let mut rows: Vec<ActivityRow> = match scope {
+    let query = filtered(&municipality, filters, filters.after.as_ref());
+    let query = match scope {
+        // Thousands of ids (a supervisor of one area) cost more to send and to plan with than
+        // the page itself: the page's rows are found by walking the municipality's instead.
         Scope::Cases(ids) if ids.len() > wide_scope => {
-            // Thousands of ids (a supervisor of one area) cost more to send and to plan with
-            // than the page itself: walk the municipality's rows in order instead, keeping the
-            // visible ones, then read those whole.
-            let visible: HashSet<String> = ids.into_iter().collect();
-            let wanted = usize::try_from(limit + 1).unwrap_or(usize::MAX);
-            let mut chosen: Vec<String> = Vec::new();
-            let mut after = filters.after.clone();
-            // Rows read at a time: a few pages' worth, since most of an area supervisor's
-            // municipality is visible to them.
-            let per_read = (limit + 1).max(16) * 4;
-            loop {
-                let candidates: Vec<(NaiveDateTime, String, String)> = filtered(&municipality, filters, after.as_ref())
-                    .select((activities::started_at, activities::activity_id, activities::case_id))
-                    .order(newest_first)
-                    .limit(per_read)
-                    .load(conn)?;
-                let exhausted = (candidates.len() as i64) < per_read;
-                after = candidates.last().map(|(at, id, _)| (*at, id.clone()));
-                for (_, id, case) in candidates {
-                    if chosen.len() < wanted && visible.contains(&case) {
-                        chosen.push(id);
-                    }
-                }
-                if chosen.len() >= wanted || exhausted {
-                    break;
-                }
-            }
-            activities::table
-                .select(ACTIVITY_COLUMNS)
-                .filter(activities::activity_id.eq_any(chosen))
-                .filter(activities::municipality.eq(municipality))
-                .order(newest_first)
-                .load(conn)?
+            let page = visible_page(conn, &municipality, filters, &ids.into_iter().collect(), limit + 1)?;
+            query.filter(activities::activity_id.eq_any(page))
         }
-        Scope::Cases(ids) => filtered(&municipality, filters, filters.after.as_ref())
-            .filter(activities::case_id.eq_any(ids))
-            .select(ACTIVITY_COLUMNS)
-            .order(newest_first)
-            .limit(limit + 1)
-            .load(conn)?,
-        Scope::Municipality(_) => filtered(&municipality, filters, filters.after.as_ref())
-            .select(ACTIVITY_COLUMNS)
-            .order(newest_first)
-            .limit(limit + 1)
-            .load(conn)?,
+        Scope::Cases(ids) => query.filter(activities::case_id.eq_any(ids)),
+        Scope::Municipality(_) => query,
     };
+    let mut rows: Vec<ActivityRow> = query
+        .select((
+            activities::activity_id,
+            activities::case_id,
+            activities::kind,
+            activities::started_at,
+            activities::local_date,
+            activities::recorded_by,
+            activities::device_id,
+            activities::outcome,
+            activities::letter_left,
+            activities::channel,
+            activities::agency,
+            activities::follow_up_on,
+            activities::narrative,
+            activities::voided,
+            activities::reviewed,
+            activities::area,
+            activities::place,
+        ))
+        .order((activities::started_at.desc(), activities::activity_id.desc()))
+        .limit(limit + 1)
+        .load(conn)?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
 
