@@ -120,13 +120,6 @@ impl DocumentCache {
         entries.by_case.insert(case, Entry { heads, cached, cost, stored });
     }
 
-    /// Drops the case's entry (its document was written by a path that does not keep it).
-    pub fn forget(&self, case: &CaseId) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(case);
-        }
-    }
-
     /// How many cases are held, and their estimated bytes.
     pub fn usage(&self) -> (usize, usize) {
         self.entries.lock().map(|e| (e.by_case.len(), e.used)).unwrap_or_default()

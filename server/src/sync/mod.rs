@@ -213,9 +213,8 @@ impl SyncEngine {
                 case,
                 upload: &upload,
                 at,
-                is_new: row.is_none(),
                 may_read: row.is_none() || visible,
-                row: row.clone(),
+                row,
                 view,
                 stored: None,
                 pending: None,
@@ -229,8 +228,9 @@ impl SyncEngine {
             };
             let (stored, pending) = (tx.stored.take(), tx.pending.take());
             // Visibility follows the `cases` row, assignments and meetings: a batch that wrote
-            // only into activities of a stored case changed none of them.
-            let now_visible = match tx.rewrote_case || row.is_none() {
+            // only into activities of a stored case changed none of them, and a new case that
+            // stored nothing does not exist.
+            let now_visible = match tx.rewrote_case {
                 true => visibility::may_see(conn, who.viewer(), &case)?,
                 false => visible,
             };
@@ -523,13 +523,11 @@ struct CaseTx<'a> {
     case: CaseId,
     upload: &'a DocumentUpload,
     at: NaiveDateTime,
-    /// The server had no document for this case before this request.
-    is_new: bool,
     /// The device may see the case now. A device that held the case and lost access may still
     /// upload what it made, but is sent nothing of the case back: not others' changes, not its
     /// heads, not its number.
     may_read: bool,
-    /// The document row as locked (none for a new case).
+    /// The document row as locked; none for a new case (see [`CaseTx::is_new`]).
     row: Option<documents::DocumentRow>,
     /// The view of the document as stored, when it came from the cache.
     view: Option<tsunagi_sync::document::CaseView>,
@@ -543,6 +541,11 @@ struct CaseTx<'a> {
 }
 
 impl CaseTx<'_> {
+    /// The server had no document for this case before this request.
+    fn is_new(&self) -> bool {
+        self.row.is_none()
+    }
+
     /// The normal path: `since` plus the client's changes.
     fn upload(&mut self, doc: Automerge) -> Result<Option<DocumentResult>, StoreError> {
         let since: Vec<ChangeHash> = self.upload.since.iter().map(|h| ChangeHash(h.0)).collect();
@@ -576,7 +579,7 @@ impl CaseTx<'_> {
             self.keep(doc);
             return Ok(Some(result));
         }
-        match check(&doc, self.view.take(), &fresh, self.who, self.is_new) {
+        match check(&doc, self.view.take(), &fresh, self.who, self.is_new()) {
             Checked::Accepted(accepted) => {
                 let (after, view, touched) = *accepted;
                 let (stored, view) = self.store(&doc, after, view, &touched, fresh)?;
@@ -620,7 +623,7 @@ impl CaseTx<'_> {
         let mut current = doc;
         let fresh = received.get_changes(&before);
         if !fresh.is_empty() && received.get_missing_deps(&[]).is_empty() {
-            match check(&current, None, &fresh, self.who, self.is_new) {
+            match check(&current, None, &fresh, self.who, self.is_new()) {
                 Checked::Accepted(accepted) => {
                     let (after, view, touched) = *accepted;
                     current = self.store(&current, after, view, &touched, fresh)?.0;
@@ -629,7 +632,7 @@ impl CaseTx<'_> {
                 refused => return self.settle(&current, &[], refused),
             }
         }
-        if self.is_new && current.get_heads().is_empty() {
+        if self.is_new() && current.get_heads().is_empty() {
             return Ok(None);
         }
         if !self.may_read {
@@ -664,7 +667,7 @@ impl CaseTx<'_> {
         fresh: Vec<Change>,
     ) -> Result<(Automerge, tsunagi_sync::document::CaseView), StoreError> {
         let (case, at, who) = (self.case, self.at, self.who);
-        if self.is_new {
+        if self.is_new() {
             documents::insert(self.conn, &case, &who.municipality, at)?;
         }
         let sender = Sender { staff: Some(who.staff), device: Some(who.device) };
@@ -717,14 +720,17 @@ impl CaseTx<'_> {
         self.audit("sync.upload", &format!("{} change(s), {} before", fresh.len(), before.get_heads().len()))?;
         // The heads are stamped with the commit clock last of all, just before the commit
         // (`SyncEngine::case`): its row stays locked until then, and every writer waits on it.
-        let row = match self.row.clone() {
-            Some(row) => row,
+        let pending = match &self.row {
+            Some(row) => documents::prepare(self.conn, row, &after)?,
             None => {
-                documents::lock(self.conn, &case)?.ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?
+                let row = documents::lock(self.conn, &case)?
+                    .ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
+                documents::prepare(self.conn, &row, &after)?
             }
         };
-        self.pending = Some(documents::prepare(self.conn, &row, &after)?);
-        self.rewrote_case |= self.is_new || touched.other;
+        self.pending = Some(pending);
+        // A new case's first batch writes everything (`Touched::other`).
+        self.rewrote_case |= touched.other;
         Ok((after, view))
     }
 
