@@ -73,10 +73,12 @@ impl From<StoreError> for ApiFailure {
                     kind,
                     diesel::result::DatabaseErrorKind::SerializationFailure
                         | diesel::result::DatabaseErrorKind::UniqueViolation
-                ) || info.message().contains("database is locked") =>
+                ) || info.message().contains("database is locked")
+                    || info.message().contains("deadlock detected") =>
             {
-                // A concurrent write won a race (e.g. two first uploads of one new case): the
-                // retry finds its result and answers normally.
+                // A concurrent write won a race (e.g. two first uploads of one new case), or
+                // PostgreSQL broke a lock cycle by rolling this transaction back: the retry
+                // finds the other's result and answers normally.
                 ApiFailure::new(ApiErrorCode::Unavailable, "the database is busy; retry shortly").retry_after(1)
             }
             other => ApiFailure::internal(other),

@@ -89,6 +89,28 @@ pub fn holds(conn: &mut DbConnection, device: &DeviceId, case: &CaseId) -> Resul
         > 0)
 }
 
+/// Which of `cases` `device` holds, or may hold: [`holds`] for many cases in one statement
+/// (per thousand).
+pub fn holds_among(
+    conn: &mut DbConnection,
+    device: &DeviceId,
+    cases: &[CaseId],
+) -> Result<std::collections::HashSet<CaseId>, StoreError> {
+    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
+    let mut held = std::collections::HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(1_000) {
+        let found: Vec<String> = device_cases::table
+            .filter(device_cases::device_id.eq(device.to_string()))
+            .filter(device_cases::case_id.eq_any(chunk))
+            .select(device_cases::case_id)
+            .load(conn)?;
+        for id in found {
+            held.insert(CaseId::parse(&id).map_err(|e| StoreError::Corrupt(format!("device_cases: {e}")))?);
+        }
+    }
+    Ok(held)
+}
+
 /// Records that `device` holds `case` because it listed it in a request (uploaded to it), and
 /// the response that brought it up to date, if this one did: a purge that was pending is
 /// withdrawn, the case being visible to it again.
@@ -122,6 +144,22 @@ pub fn listed(
                 device_cases::synced_clock.eq(s.clock),
             ))
             .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Sets the clock up to which `device` holds each of `cases` (recorded by [`listed`] in the
+/// same transaction) to `clock`: the clock value that transaction stamped them with.
+pub fn synced_at(conn: &mut DbConnection, device: &DeviceId, cases: &[CaseId], clock: i64) -> Result<(), StoreError> {
+    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
+    for chunk in ids.chunks(1_000) {
+        diesel::update(
+            device_cases::table
+                .filter(device_cases::device_id.eq(device.to_string()))
+                .filter(device_cases::case_id.eq_any(chunk)),
+        )
+        .set(device_cases::synced_clock.eq(clock))
+        .execute(conn)?;
     }
     Ok(())
 }

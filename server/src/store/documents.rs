@@ -5,9 +5,9 @@
 //! change is appended with who sent it (staff, device) and when; now and then the snapshot
 //! is rewritten from the whole document so loading stays fast.
 //!
-//! Every transaction that writes a document ends its write with [`update`], which takes the
-//! next value of the database's **commit clock** (`sync_clock`) and stamps the document and
-//! the changes just stored with it. The clock's single row is updated in place, so a second
+//! Every transaction that writes documents ends with [`stamp`] (or writes one with
+//! [`update`]), which takes the next value of the database's **commit clock** (`sync_clock`)
+//! and stamps the documents and the changes just stored with it. The clock's single row is updated in place, so a second
 //! writer waits for the first to commit before it takes its value: values are taken in commit
 //! order, and once a reader sees the clock at `c`, every write stamped `c` or less is committed
 //! and visible. The sync cursor builds on that ([`clock`], [`changed_since`]).
@@ -105,6 +105,34 @@ pub fn lock(conn: &mut DbConnection, case: &CaseId) -> Result<Option<DocumentRow
     Ok(row)
 }
 
+/// The document rows of `cases` that exist, locked for the rest of the transaction on
+/// PostgreSQL like [`lock`]. Rows are locked in case id order (PostgreSQL sorts before it
+/// locks), whatever the order of `cases`: two transactions that lock overlapping sets this way
+/// never wait on each other in a cycle.
+pub fn lock_all(
+    conn: &mut DbConnection,
+    cases: &[CaseId],
+) -> Result<std::collections::HashMap<CaseId, DocumentRow>, StoreError> {
+    let mut ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    // Sorted chunks, locked one after the other, keep the whole set in id order. Bounded IN
+    // lists: SQLite allows at most 32,766 parameters per statement.
+    for chunk in ids.chunks(1_000) {
+        let query = documents::table.filter(documents::case_id.eq_any(chunk)).order(documents::case_id.asc());
+        let rows: Vec<DocumentRow> = match conn {
+            DbConnection::Pg(c) => query.select(DocumentRow::as_select()).for_update().load(c)?,
+            DbConnection::Sqlite(c) => query.select(DocumentRow::as_select()).load(c)?,
+        };
+        for row in rows {
+            let case = CaseId::parse(&row.case_id).map_err(|e| StoreError::Corrupt(format!("documents: {e}")))?;
+            found.insert(case, row);
+        }
+    }
+    Ok(found)
+}
+
 /// The document row, unlocked.
 pub fn find(conn: &mut DbConnection, case: &CaseId) -> Result<Option<DocumentRow>, StoreError> {
     Ok(documents::table.find(case.to_string()).select(DocumentRow::as_select()).first(conn).optional()?)
@@ -179,56 +207,57 @@ pub fn append_changes(
 }
 
 /// Records the new heads, rewriting the snapshot when enough changes accumulated after it,
-/// and stamps the document and its newly stored changes with the next clock value. Every
-/// transaction that appends changes calls it last: [`prepare`] and then [`stamp`], with as
-/// little as possible between the stamp and the commit.
+/// and stamps the document and its newly stored changes with the next clock value: [`write`]
+/// and then [`stamp`]. Returns the clock value.
 pub fn update(
     conn: &mut DbConnection,
     row: &DocumentRow,
     doc: &Automerge,
     now: NaiveDateTime,
 ) -> Result<i64, StoreError> {
-    let pending = prepare(conn, row, doc)?;
-    stamp(conn, pending, now)
+    write(conn, row, doc, now)?;
+    let case = CaseId::parse(&row.case_id).map_err(|e| StoreError::Corrupt(format!("documents: {e}")))?;
+    stamp(conn, &[case])
 }
 
-/// What [`stamp`] writes into a document row: its heads and, when due, a new snapshot.
-#[derive(Debug)]
-pub struct PendingUpdate {
-    case_id: String,
-    heads: Vec<u8>,
-    snapshot: Option<(Vec<u8>, i64)>,
-}
-
-/// The first half of [`update`]: reads what it needs and encodes the heads (and the snapshot
-/// when due), taking no lock.
-pub fn prepare(conn: &mut DbConnection, row: &DocumentRow, doc: &Automerge) -> Result<PendingUpdate, StoreError> {
+/// Records the new heads of a locked document row, and rewrites its snapshot when enough
+/// changes accumulated after it. Takes no lock beyond the row's; the transaction must
+/// [`stamp`] the document before it commits.
+pub fn write(
+    conn: &mut DbConnection,
+    row: &DocumentRow,
+    doc: &Automerge,
+    now: NaiveDateTime,
+) -> Result<(), StoreError> {
     let last_seq: Option<i64> =
         changes::table.filter(changes::case_id.eq(&row.case_id)).select(diesel::dsl::max(changes::seq)).first(conn)?;
     let last_seq = last_seq.unwrap_or(0);
-    Ok(PendingUpdate {
-        case_id: row.case_id.clone(),
-        heads: encode_heads(&doc.get_heads()),
-        snapshot: (last_seq - row.snapshot_seq >= SNAPSHOT_EVERY).then(|| (doc.save(), last_seq)),
-    })
+    let document = documents::table.find(&row.case_id);
+    let heads = (documents::heads.eq(encode_heads(&doc.get_heads())), documents::updated_at.eq(now));
+    match last_seq - row.snapshot_seq >= SNAPSHOT_EVERY {
+        true => diesel::update(document)
+            .set((heads, documents::snapshot.eq(doc.save()), documents::snapshot_seq.eq(last_seq)))
+            .execute(conn)?,
+        false => diesel::update(document).set(heads).execute(conn)?,
+    };
+    Ok(())
 }
 
-/// The second half of [`update`]: takes the next clock value, whose row then stays locked
-/// until the transaction ends (every other writer waits for it), and writes heads, snapshot
-/// and clock: the clock and two statements. Returns the clock value.
-pub fn stamp(conn: &mut DbConnection, pending: PendingUpdate, now: NaiveDateTime) -> Result<i64, StoreError> {
+/// Stamps the documents of `cases`, and their changes not stamped yet, with the next value of
+/// the commit clock, whose row then stays locked until the transaction ends (every other
+/// writer waits for it): call it last, just before the commit. Three statements, however
+/// many cases. Returns the clock value.
+pub fn stamp(conn: &mut DbConnection, cases: &[CaseId]) -> Result<i64, StoreError> {
     let clock = next_clock(conn)?;
-    diesel::update(changes::table.filter(changes::case_id.eq(&pending.case_id)).filter(changes::clock.is_null()))
-        .set(changes::clock.eq(clock))
-        .execute(conn)?;
-    let document = documents::table.find(&pending.case_id);
-    let stamp = (documents::heads.eq(&pending.heads), documents::updated_at.eq(now), documents::clock.eq(clock));
-    match pending.snapshot {
-        Some((snapshot, seq)) => diesel::update(document)
-            .set((stamp, documents::snapshot.eq(snapshot), documents::snapshot_seq.eq(seq)))
-            .execute(conn)?,
-        None => diesel::update(document).set(stamp).execute(conn)?,
-    };
+    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
+    for chunk in ids.chunks(1_000) {
+        diesel::update(changes::table.filter(changes::case_id.eq_any(chunk)).filter(changes::clock.is_null()))
+            .set(changes::clock.eq(clock))
+            .execute(conn)?;
+        diesel::update(documents::table.filter(documents::case_id.eq_any(chunk)))
+            .set(documents::clock.eq(clock))
+            .execute(conn)?;
+    }
     Ok(clock)
 }
 

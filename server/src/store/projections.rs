@@ -375,6 +375,25 @@ pub fn merged_into(conn: &mut DbConnection, case: &CaseId) -> Result<Option<Case
     survivor.map(|s| CaseId::parse(&s).map_err(|e| StoreError::Corrupt(format!("case_redirects: {e}")))).transpose()
 }
 
+/// Which of `cases` were merged into another case.
+pub fn merged_among(
+    conn: &mut DbConnection,
+    cases: &[CaseId],
+) -> Result<std::collections::HashSet<CaseId>, StoreError> {
+    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
+    let mut merged = std::collections::HashSet::new();
+    for chunk in ids.chunks(1_000) {
+        let found: Vec<String> = case_redirects::table
+            .filter(case_redirects::case_id.eq_any(chunk))
+            .select(case_redirects::case_id)
+            .load(conn)?;
+        for id in found {
+            merged.insert(CaseId::parse(&id).map_err(|e| StoreError::Corrupt(format!("case_redirects: {e}")))?);
+        }
+    }
+    Ok(merged)
+}
+
 /// The case `case` finally lives on in: following merges (a survivor may itself have been
 /// merged later) to a case that was not merged. `None` when `case` was never merged.
 pub fn survivor_of(conn: &mut DbConnection, case: &CaseId) -> Result<Option<CaseId>, StoreError> {

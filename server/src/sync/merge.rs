@@ -175,8 +175,9 @@ impl SyncEngine {
     /// yet (its batch is stored in `merged`'s document, `doc`): every entry `survivor` lacks is
     /// copied into it, as one change by the server's actor recorded as `sender`'s, and the
     /// survivor is projected — the late visit is in the survivor's record, visit log and
-    /// figures. Runs in the caller's transaction. Returns the case they went to: `survivor`,
-    /// or the case it was itself merged into meanwhile.
+    /// figures. Runs in the caller's transaction, which must [`documents::stamp`] the case they
+    /// went to before it commits. Returns that case (`survivor`, or the case it was itself
+    /// merged into meanwhile) and whether anything was copied into it.
     ///
     /// If the survivor would not read cleanly with them (it never should: members are copied
     /// with the activities that name them), nothing is copied and the entries stay in the
@@ -188,14 +189,14 @@ impl SyncEngine {
         survivor: &CaseId,
         sender: Sender,
         at: chrono::NaiveDateTime,
-    ) -> Result<CaseId, StoreError> {
+    ) -> Result<(CaseId, bool), StoreError> {
         // The survivor may itself have been merged away while this batch waited for its lock:
         // follow the redirects once each row is locked, so the entries land where they live on.
         let mut target = *survivor;
         let mut found = None;
         // Merges form no cycles; the bound only guards a damaged table.
         for _ in 0..64 {
-            let Some(row) = documents::lock(conn, &target)? else { return Ok(target) };
+            let Some(row) = documents::lock(conn, &target)? else { return Ok((target, false)) };
             match projections::merged_into(conn, &target)? {
                 Some(next) => target = next,
                 None => {
@@ -212,18 +213,19 @@ impl SyncEngine {
         let mut to = AutoCommit::load(&stored.save()).map_err(corrupt)?.with_actor(self.actor.clone());
         let copied = carry_entries(doc, &mut to)?;
         if copied == 0 {
-            return Ok(target);
+            return Ok((target, false));
         }
         let (own, after, view) = commit_and_read(&mut to, "carry late entries of a merged case", &heads);
         let view = match view {
             Ok(view) => view,
             Err(issues) => {
                 tracing::warn!(case = %survivor, issues = issues.len(), "late entries of a merged case not carried");
-                return Ok(target);
+                return Ok((target, false));
             }
         };
         documents::append_changes(conn, survivor, &own, sender, at)?;
-        documents::update(conn, &row, &after, at)?;
+        // Stamped with the commit clock by the caller, with the rest of its transaction.
+        documents::write(conn, &row, &after, at)?;
         projections::project(conn, &view, at)?;
         audit::record(
             conn,
@@ -234,7 +236,7 @@ impl SyncEngine {
             "case.carried",
             &copied.to_string(),
         )?;
-        Ok(target)
+        Ok((target, true))
     }
 
     /// Merges `duplicate` into `survivor` for supervisor `who`. Blocking.

@@ -1,13 +1,16 @@
 //! The sync engine behind `POST /v1/sync` (see `docs/protocol.md`).
 //!
-//! Each case of a request is handled in **one write transaction**: the document row is
-//! locked (`FOR UPDATE` on PostgreSQL, the single writer on SQLite), the document loaded
-//! (or taken from the [`cache`] when the heads it was stored with are still the row's),
-//! changes the server already holds skipped, the rest checked for authorship, applied and
-//! validated with [`tsunagi_sync::validation`], and then changes, heads, projections, case
-//! number and audit are written together. The client's "ok" is only built after the commit.
-//! A refused upload changes nothing in the case and is kept in quarantine, in the same
-//! transaction, with its violations. One case's refusal never affects another's.
+//! A request is handled in **one write transaction**: the response is numbered, the document
+//! rows of every listed case locked at once, in case id order (`FOR UPDATE` on PostgreSQL,
+//! the single writer on SQLite), and each case handled in turn: its document loaded (or taken
+//! from the [`cache`] when the heads it was stored with are still the row's), changes the
+//! server already holds skipped, the rest checked for authorship, applied and validated with
+//! [`tsunagi_sync::validation`], and changes, heads, projections, case number and audit
+//! written. The documents written are stamped with one value of the commit clock, last of all,
+//! and the client's "ok" is only built after the commit. A refused upload changes nothing in
+//! its case and is kept in quarantine, in the same transaction, with its violations; one
+//! case's refusal never affects another's. A database failure fails the whole request, and
+//! nothing of it is acknowledged: the client sends it again.
 //!
 //! Visibility: a device only ever receives cases its staff member may see
 //! ([`crate::store::visibility`]); anything else is `not_found`, exactly as for a
@@ -87,10 +90,46 @@ pub struct SyncEngine {
     cache: Arc<DocumentCache>,
 }
 
-/// The outcome of one case, before it becomes part of the response.
-struct CaseOutcome {
+/// What the request's transaction found of one listed case before handling it.
+struct Found {
+    /// Its document row, locked; none for a case the server does not have.
+    row: Option<documents::DocumentRow>,
+    /// The device's staff member may see it.
+    visible: bool,
+    /// The device holds it, or may hold it.
+    held: bool,
+    /// It was merged into another case.
+    merged: bool,
+}
+
+/// One listed case, handled: its answer, and what it leaves for the end of the transaction
+/// and for after the commit.
+struct Handled {
+    case: CaseId,
     result: DocumentResult,
     purge: Option<PurgeNotice>,
+    /// It stored changes: the document is stamped with the request's clock value.
+    wrote: bool,
+    /// The device's record of the case.
+    listing: Listing,
+    /// The case's clock when its row was locked.
+    clock: Option<i64>,
+    /// The document and view as stored, for the cache once committed.
+    stored: Option<Cached>,
+    /// The case its late entries were carried into (it was merged away).
+    carried_into: Option<CaseId>,
+}
+
+/// What the device's record of a listed case becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    /// It may not see the case (any more): no record is written.
+    Hidden,
+    /// It holds the case, but this response does not bring it up to date.
+    Held,
+    /// This response brings it up to date with the case as stored when the request commits:
+    /// as of the clock value the request takes when it wrote the case, else the case's.
+    UpToDate,
 }
 
 fn now() -> NaiveDateTime {
@@ -143,129 +182,212 @@ impl SyncEngine {
 
     /// Answers one sync request. Blocking: call it from a blocking thread.
     ///
-    /// The response is numbered and the commit clock read **before** any case is handled, so
-    /// the cursor it returns never claims a change committed while it was being answered
-    /// (those come again next time, which is harmless: applying a change twice is a no-op).
+    /// The response is numbered, the commit clock read and every listed case handled in **one
+    /// write transaction**; the answer is built only once it committed. The clock is read
+    /// **before** any case is handled, so the cursor it returns never claims a change committed
+    /// while it was being answered (those come again next time, which is harmless: applying a
+    /// change twice is a no-op).
     pub fn sync(&self, who: &Requester, request: SyncRequest) -> Result<SyncResponse, StoreError> {
-        // One connection for the numbering and the listed cases (a transaction each).
+        let mut uploads = Vec::with_capacity(request.documents.len());
+        let mut listed = HashSet::new();
+        for upload in request.documents {
+            // One entry per case; protocol.md lets the server ignore repeats.
+            if listed.insert(upload.case_id) {
+                uploads.push(upload);
+            }
+        }
         let mut conn = self.db.conn()?;
-        let (number, clock, cursor) = write_transaction(&mut conn, |conn| {
+        let (number, clock, cursor, handled) = write_transaction(&mut conn, |conn| {
             let number = accounts::next_sync_response(conn, &who.device)?;
             let clock = documents::clock(conn)?;
             let cursor = request.cursor.as_ref().and_then(|c| Cursor::decode(c.as_slice(), &who.device, number, clock));
             if let Some(cursor) = cursor {
                 device_cases::purges_confirmed(conn, &who.device, cursor.response)?;
             }
-            Ok::<_, StoreError>((number, clock, cursor))
+            let handled = self.listed_cases(conn, who, &uploads, number)?;
+            Ok::<_, StoreError>((number, clock, cursor, handled))
         })?;
-        let mut response = SyncResponse::new();
-        let mut listed = HashSet::new();
-        for upload in request.documents {
-            if !listed.insert(upload.case_id) {
-                continue; // one entry per case; protocol.md lets the server ignore repeats
-            }
-            let outcome = self.case(&mut conn, who, upload, number)?;
-            response.documents.push(outcome.result);
-            response.purge.extend(outcome.purge);
-        }
         // Given back before the unlisted cases take connections of their own.
         drop(conn);
+        let mut response = SyncResponse::new();
+        for case in handled {
+            // Committed: the document as stored may serve the next write of the case.
+            if let Some(stored) = case.stored {
+                self.cache.put(case.case, documents::encode_heads(&stored.doc.get_heads()), stored);
+            }
+            response.documents.push(case.result);
+            response.purge.extend(case.purge);
+        }
         self.send_unlisted(who, &listed, cursor, number, &mut response)?;
         response.cursor = Some(Cursor { response: number, clock }.encode(&who.device));
         Ok(response)
     }
 
-    /// One case of the request, in one transaction.
+    /// The cases a request lists, inside its transaction, answered in the request's order.
+    ///
+    /// Their document rows are locked at once, in case id order, so that two requests never
+    /// wait on each other in a cycle; visibility, what the device holds and which cases were
+    /// merged away are read once for all of them. Cases merged away are handled first: their
+    /// late entries are carried into the case they live on in, which the request may list too
+    /// and which is then handled from its row as carried into. Every case stored is stamped
+    /// with **one** value of the commit clock, taken last of all.
+    fn listed_cases(
+        &self,
+        conn: &mut DbConnection,
+        who: &Requester,
+        uploads: &[DocumentUpload],
+        number: i64,
+    ) -> Result<Vec<Handled>, StoreError> {
+        let at = now();
+        let ids: Vec<CaseId> = uploads.iter().map(|u| u.case_id).collect();
+        let mut rows = documents::lock_all(conn, &ids)?;
+        let visible = visibility::visible_among(conn, who.viewer(), &ids)?;
+        let held = device_cases::holds_among(conn, &who.device, &ids)?;
+        let merged = projections::merged_among(conn, &ids)?;
+        let mut order: Vec<usize> = (0..uploads.len()).collect();
+        order.sort_by_key(|&i| !merged.contains(&uploads[i].case_id));
+        let mut carried_into = HashSet::new();
+        let mut handled: Vec<Option<Handled>> = uploads.iter().map(|_| None).collect();
+        for index in order {
+            let upload = &uploads[index];
+            let case = upload.case_id;
+            let found = match carried_into.contains(&case) {
+                // Written by this transaction since the rows were read: read it again.
+                true => Found {
+                    row: documents::lock(conn, &case)?,
+                    visible: visibility::may_see(conn, who.viewer(), &case)?,
+                    held: held.contains(&case),
+                    merged: false,
+                },
+                false => Found {
+                    row: rows.remove(&case),
+                    visible: visible.contains(&case),
+                    held: held.contains(&case),
+                    merged: merged.contains(&case),
+                },
+            };
+            let one = self.case(conn, who, upload, found, number, at)?;
+            carried_into.extend(one.carried_into);
+            handled[index] = Some(one);
+        }
+        let handled: Vec<Handled> = handled.into_iter().flatten().collect();
+        // Every document this request wrote: the cases it stored, and those it carried into.
+        let written: HashSet<CaseId> =
+            handled.iter().filter(|h| h.wrote).map(|h| h.case).chain(carried_into.iter().copied()).collect();
+        // The device's record of each case it may see; the cases brought up to date with what
+        // this request wrote get the clock value it takes next, in one statement after it.
+        let mut up_to_stamp = Vec::new();
+        for one in &handled {
+            let synced = match one.listing {
+                Listing::Hidden => continue,
+                Listing::Held => None,
+                Listing::UpToDate if written.contains(&one.case) => {
+                    up_to_stamp.push(one.case);
+                    Some(Synced { response: number, clock: 0 })
+                }
+                Listing::UpToDate => one.clock.map(|clock| Synced { response: number, clock }),
+            };
+            device_cases::listed(conn, &who.device, &one.case, synced)?;
+        }
+        // Last: the commit clock. Its row stays locked until the commit, and every writer
+        // waits on it, so nothing but the stamp comes between it and the commit.
+        if !written.is_empty() {
+            let written: Vec<CaseId> = written.into_iter().collect();
+            let clock = documents::stamp(conn, &written)?;
+            device_cases::synced_at(conn, &who.device, &up_to_stamp, clock)?;
+        }
+        Ok(handled)
+    }
+
+    /// One case of the request, inside the request's transaction; its row (when it exists) is
+    /// locked.
     fn case(
         &self,
         conn: &mut DbConnection,
         who: &Requester,
-        upload: DocumentUpload,
+        upload: &DocumentUpload,
+        found: Found,
         number: i64,
-    ) -> Result<CaseOutcome, StoreError> {
+        at: NaiveDateTime,
+    ) -> Result<Handled, StoreError> {
         let case = upload.case_id;
-        let at = now();
-        let (outcome, stored) = write_transaction(conn, |conn| -> Result<_, StoreError> {
-            let row = documents::lock(conn, &case)?;
-            let (doc, view) = match &row {
-                Some(row) => match self.cache.take(&case, &row.heads) {
-                    Some(cached) => (Some(cached.doc), Some(cached.view)),
-                    None => (Some(documents::load(conn, row)?), None),
-                },
-                None => (None, None),
-            };
-            let visible = row.is_some() && visibility::may_see(conn, who.viewer(), &case)?;
-            let held = device_cases::holds(conn, &who.device, &case)?;
-            let not_found = CaseOutcome { result: DocumentResult::not_found(case), purge: None };
-            match (&doc, visible || held) {
-                // Neither visible nor ever held: it may as well not exist.
-                (Some(_), false) => return Ok((not_found, None)),
-                // Unknown to the server and nothing to create it with.
-                (None, _) if upload.changes.is_empty() && upload.sync_message.is_none() => {
-                    return Ok((not_found, None));
-                }
-                _ => {}
-            }
-            let mut tx = CaseTx {
-                engine: self,
-                conn,
-                who,
-                case,
-                upload: &upload,
-                at,
-                may_read: row.is_none() || visible,
-                row,
-                view,
-                stored: None,
-                pending: None,
-                rewrote_case: false,
-            };
-            let doc = doc.unwrap_or_default();
-            let may_read = tx.may_read;
-            let outcome = match &upload.sync_message {
-                Some(message) => tx.fallback(doc, message)?,
-                None => tx.upload(doc)?,
-            };
-            let (stored, pending) = (tx.stored.take(), tx.pending.take());
-            // Visibility follows the `cases` row, assignments and meetings: a batch that wrote
-            // only into activities of a stored case changed none of them, and a new case that
-            // stored nothing does not exist.
-            let now_visible = match tx.rewrote_case {
-                true => visibility::may_see(conn, who.viewer(), &case)?,
-                false => visible,
-            };
-            // Purge a case this device held but may no longer see, once its upload is in.
-            let purge = if !now_visible && held {
-                device_cases::purge_sent(conn, &who.device, &case, number)?;
-                Some(PurgeNotice { case_id: case, reason: purge_reason(conn, who.role, &case)? })
-            } else {
-                None
-            };
-            // Last: the commit clock (see `CaseTx::store`).
-            let clock = match pending {
-                Some(pending) => Some(documents::stamp(conn, pending, at)?),
-                None => None,
-            };
-            if now_visible {
-                // `ok` and `refused` bring the device up to date with the case as stored now.
-                let complete = may_read
-                    && outcome
-                        .as_ref()
-                        .is_some_and(|r| matches!(r.status, DocumentStatus::Ok | DocumentStatus::Refused));
-                let synced = match (complete, clock) {
-                    (true, Some(clock)) => Some(Synced { response: number, clock }),
-                    (true, None) => documents::clock_of(conn, &case)?.map(|clock| Synced { response: number, clock }),
-                    (false, _) => None,
-                };
-                device_cases::listed(conn, &who.device, &case, synced)?;
-            }
-            Ok((outcome.map(|result| CaseOutcome { result, purge }).unwrap_or(not_found), stored))
-        })?;
-        // Committed: the document as stored may serve the next write of the case.
-        if let Some(stored) = stored {
-            self.cache.put(case, documents::encode_heads(&stored.doc.get_heads()), stored);
+        let Found { row, visible, held, merged } = found;
+        let mut handled = Handled {
+            case,
+            result: DocumentResult::not_found(case),
+            purge: None,
+            wrote: false,
+            listing: Listing::Hidden,
+            clock: row.as_ref().map(|r| r.clock),
+            stored: None,
+            carried_into: None,
+        };
+        let (doc, view) = match &row {
+            Some(row) => match self.cache.take(&case, &row.heads) {
+                Some(cached) => (Some(cached.doc), Some(cached.view)),
+                None => (Some(documents::load(conn, row)?), None),
+            },
+            None => (None, None),
+        };
+        let visible = row.is_some() && visible;
+        match (&doc, visible || held) {
+            // Neither visible nor ever held: it may as well not exist.
+            (Some(_), false) => return Ok(handled),
+            // Unknown to the server and nothing to create it with.
+            (None, _) if upload.changes.is_empty() && upload.sync_message.is_none() => return Ok(handled),
+            _ => {}
         }
-        Ok(outcome)
+        let mut tx = CaseTx {
+            engine: self,
+            conn,
+            who,
+            case,
+            upload,
+            at,
+            may_read: row.is_none() || visible,
+            merged,
+            row,
+            view,
+            stored: None,
+            wrote: false,
+            rewrote_case: false,
+            carried_into: None,
+        };
+        let doc = doc.unwrap_or_default();
+        let may_read = tx.may_read;
+        let outcome = match &upload.sync_message {
+            Some(message) => tx.fallback(doc, message)?,
+            None => tx.upload(doc)?,
+        };
+        let (stored, wrote, carried_into) = (tx.stored.take(), tx.wrote, tx.carried_into.take());
+        // Visibility follows the `cases` row, assignments and meetings: a batch that wrote
+        // only into activities of a stored case changed none of them, and a new case that
+        // stored nothing does not exist.
+        let now_visible = match tx.rewrote_case {
+            true => visibility::may_see(conn, who.viewer(), &case)?,
+            false => visible,
+        };
+        // Purge a case this device held but may no longer see, once its upload is in.
+        if !now_visible && held {
+            device_cases::purge_sent(conn, &who.device, &case, number)?;
+            handled.purge = Some(PurgeNotice { case_id: case, reason: purge_reason(conn, who.role, &case)? });
+        }
+        if now_visible {
+            // `ok` and `refused` bring the device up to date with the case as stored now.
+            let complete = may_read
+                && outcome.as_ref().is_some_and(|r| matches!(r.status, DocumentStatus::Ok | DocumentStatus::Refused));
+            handled.listing = match complete {
+                true => Listing::UpToDate,
+                false => Listing::Held,
+            };
+        }
+        if let Some(result) = outcome {
+            handled.result = result;
+        }
+        handled.wrote = wrote;
+        handled.stored = stored;
+        handled.carried_into = carried_into;
+        Ok(handled)
     }
 
     /// The cases the request did not list (protocol.md, section 9): what changed in those
@@ -527,17 +649,21 @@ struct CaseTx<'a> {
     /// upload what it made, but is sent nothing of the case back: not others' changes, not its
     /// heads, not its number.
     may_read: bool,
+    /// The case was merged into another: what it stores is carried into the survivor.
+    merged: bool,
     /// The document row as locked; none for a new case (see [`CaseTx::is_new`]).
     row: Option<documents::DocumentRow>,
     /// The view of the document as stored, when it came from the cache.
     view: Option<tsunagi_sync::document::CaseView>,
-    /// The heads to stamp with the commit clock at the end, once it stored changes.
-    pending: Option<documents::PendingUpdate>,
+    /// It stored changes (the document is to be stamped with the commit clock at the end).
+    wrote: bool,
     /// It wrote more than activities (or created the case): its `cases` row, assignees,
     /// consent or area may differ now.
     rewrote_case: bool,
     /// The document and view as this transaction leaves them, for the cache once committed.
     stored: Option<Cached>,
+    /// The case the late entries were carried into.
+    carried_into: Option<CaseId>,
 }
 
 impl CaseTx<'_> {
@@ -696,10 +822,20 @@ impl CaseTx<'_> {
             // activities).
             projections::project_touched(self.conn, &view, touched, at)?;
         }
-        // Work on a case merged away meanwhile also goes to the case it lives on in.
-        let survivor = match projections::survivor_of(self.conn, &case)? {
-            Some(survivor) => Some(self.engine.carry_into_survivor(self.conn, &after, &survivor, sender, at)?),
-            None => None,
+        // Work on a case merged away meanwhile also goes to the case it lives on in. (Its row
+        // is locked: it cannot have been merged since the request read which cases were.)
+        let survivor = match self.merged {
+            true => match projections::survivor_of(self.conn, &case)? {
+                Some(survivor) => {
+                    let (target, wrote) = self.engine.carry_into_survivor(self.conn, &after, &survivor, sender, at)?;
+                    if wrote {
+                        self.carried_into = Some(target);
+                    }
+                    Some(target)
+                }
+                None => None,
+            },
+            false => None,
         };
         let since: Vec<ChangeHash> = self.upload.since.iter().map(|h| ChangeHash(h.0)).collect();
         attention::check_batch(
@@ -718,17 +854,18 @@ impl CaseTx<'_> {
             },
         )?;
         self.audit("sync.upload", &format!("{} change(s), {} before", fresh.len(), before.get_heads().len()))?;
-        // The heads are stamped with the commit clock last of all, just before the commit
-        // (`SyncEngine::case`): its row stays locked until then, and every writer waits on it.
-        let pending = match &self.row {
-            Some(row) => documents::prepare(self.conn, row, &after)?,
+        // The heads now; the commit clock last of all, just before the commit
+        // (`SyncEngine::listed_cases`): its row stays locked until then, and every writer
+        // waits on it.
+        match &self.row {
+            Some(row) => documents::write(self.conn, row, &after, at)?,
             None => {
                 let row = documents::lock(self.conn, &case)?
                     .ok_or_else(|| StoreError::Corrupt("document row vanished".into()))?;
-                documents::prepare(self.conn, &row, &after)?
+                documents::write(self.conn, &row, &after, at)?
             }
-        };
-        self.pending = Some(pending);
+        }
+        self.wrote = true;
         // A new case's first batch writes everything (`Touched::other`).
         self.rewrote_case |= touched.other;
         Ok((after, view))

@@ -123,8 +123,10 @@ impl Phone {
         response
     }
 
+    /// Takes in what the response answered for this phone's case.
     fn absorb(&mut self, response: &SyncResponse) {
-        for result in &response.documents {
+        let case = self.replica.case_id().ok();
+        for result in response.documents.iter().filter(|r| Some(r.case_id) == case) {
             if result.status == DocumentStatus::Ok {
                 let changes: Vec<Change> =
                     result.changes.iter().map(|b| Change::from_bytes(b.0.clone()).unwrap()).collect();
@@ -168,6 +170,9 @@ on_both_backends!(
     an_ended_assignment_purges_the_case_after_its_upload,
     unknown_since_falls_back_to_the_automerge_sync_protocol,
     a_cached_document_is_not_used_once_the_case_was_written_elsewhere,
+    two_requests_listing_the_same_cases_in_opposite_orders_are_both_answered,
+    a_request_that_fails_in_the_database_stores_nothing_and_its_retry_stores_everything_once,
+    a_late_visit_on_a_merged_case_reaches_its_survivor_listed_in_the_same_request,
 );
 
 fn two_phones_offline_on_one_case_converge_with_nothing_lost(backend: Backend) {
@@ -539,4 +544,168 @@ fn fifty_cases_from_two_server_instances_get_numbers_without_gap_or_duplicate() 
     let mut numbers = numbers.into_inner().unwrap();
     numbers.sort();
     assert_eq!(numbers, (1..=50).collect::<Vec<u32>>());
+}
+
+/// A phone of `who` holding a copy of `replica`'s case (as the server sent it).
+fn phone_of(who: &Requester, replica: &mut CaseReplica) -> Phone {
+    let bytes = replica.doc_mut().save();
+    let since = replica.doc_mut().get_heads();
+    Phone { who: who.clone(), replica: CaseReplica::load(&bytes, actor(who)).unwrap(), since }
+}
+
+/// Two phones write into the same cases and sync at the same moment, again and again, one
+/// listing the cases in ascending order and the other in descending order. Each request
+/// locks all its cases in one transaction, so locking them in the order listed would make
+/// the two wait on each other in a cycle (a deadlock PostgreSQL breaks by failing one). Both
+/// must be answered `ok` every time, and every visit must be stored once.
+fn two_requests_listing_the_same_cases_in_opposite_orders_are_both_answered(backend: Backend) {
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let ito = staff(&world, Role::Counsellor);
+    let mut mine = Vec::new();
+    for n in 0..6 {
+        let mut phone = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
+        visit(&mut phone.replica, 8, &format!("初回訪問 {n}"));
+        phone.sync(&world);
+        world.engine.assign(&phone.replica.case_id().unwrap(), &ito.staff, Assignment::Other, None).unwrap();
+        phone.sync(&world);
+        mine.push(phone);
+    }
+    let mut theirs: Vec<Phone> = mine.iter_mut().map(|p| phone_of(&ito, &mut p.replica)).collect();
+    let rounds = 8;
+    for round in 0..rounds {
+        for phone in mine.iter_mut().chain(theirs.iter_mut()) {
+            visit(&mut phone.replica, 9 + round, "訪問");
+        }
+        let ascending = SyncRequest::new(None, mine.iter_mut().map(Phone::upload).collect());
+        let descending = SyncRequest::new(None, theirs.iter_mut().rev().map(Phone::upload).collect());
+        let (first, second) = std::thread::scope(|s| {
+            let first = s.spawn(|| world.engine.sync(&sato, ascending));
+            let second = s.spawn(|| world.engine.sync(&ito, descending));
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        for (phones, response) in [(&mut mine, first), (&mut theirs, second)] {
+            let response = response.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(response.documents.iter().all(|d| d.status == DocumentStatus::Ok), "round {round}");
+            for phone in phones.iter_mut() {
+                phone.absorb(&response);
+            }
+        }
+    }
+    for phone in &mine {
+        let case = phone.replica.case_id().unwrap();
+        assert_eq!(activity_rows(&world, &case), 1 + 2 * i64::from(rounds), "every visit stored once");
+    }
+}
+
+/// One request listing every phone's case.
+fn every_case(phones: &mut [Phone]) -> SyncRequest {
+    SyncRequest::new(None, phones.iter_mut().map(Phone::upload).collect())
+}
+
+/// A request whose second case fails in the database stores nothing of the first either and
+/// is not answered; sent again once the database works, it stores both, once.
+fn a_request_that_fails_in_the_database_stores_nothing_and_its_retry_stores_everything_once(backend: Backend) {
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let mut phones: Vec<Phone> = (0..2)
+        .map(|_| {
+            let mut phone = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
+            visit(&mut phone.replica, 8, "初回訪問");
+            phone.sync(&world);
+            phone
+        })
+        .collect();
+    let failing = phones[1].replica.case_id().unwrap();
+    // The database refuses any change stored for the second case.
+    let trigger = match backend {
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON changes WHEN NEW.case_id = '{failing}'
+             BEGIN SELECT RAISE(ABORT, 'refused for the test'); END;"
+        ),
+        Backend::Postgres => format!(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.case_id = '{failing}' THEN RAISE EXCEPTION 'refused for the test'; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON changes FOR EACH ROW EXECUTE FUNCTION refuse();"
+        ),
+    };
+    let execute = |sql: &str| world.database.write(|c| c.batch_execute(sql).map_err(StoreError::from)).unwrap();
+    execute(&trigger);
+    for phone in &mut phones {
+        visit(&mut phone.replica, 10, "二回目");
+    }
+    let responses_before: i64 = {
+        let mut conn = world.database.conn().unwrap();
+        schema::devices::table
+            .find(sato.device.to_string())
+            .select(schema::devices::sync_responses)
+            .first(&mut conn)
+            .unwrap()
+    };
+    assert!(world.engine.sync(&sato, every_case(&mut phones)).is_err(), "the request fails");
+    for phone in &phones {
+        assert_eq!(activity_rows(&world, &phone.replica.case_id().unwrap()), 1, "nothing of it is stored");
+        let view = tsunagi_sync::document::read_case(&stored_document(&world, &phone.replica.case_id().unwrap())).view;
+        assert_eq!(view.unwrap().activities.len(), 1);
+    }
+    let responses_after: i64 = {
+        let mut conn = world.database.conn().unwrap();
+        schema::devices::table
+            .find(sato.device.to_string())
+            .select(schema::devices::sync_responses)
+            .first(&mut conn)
+            .unwrap()
+    };
+    assert_eq!(responses_after, responses_before, "not even its response number");
+    execute(match backend {
+        Backend::Sqlite => "DROP TRIGGER refuse;",
+        Backend::Postgres => "DROP TRIGGER refuse ON changes; DROP FUNCTION refuse();",
+    });
+    let response = world.engine.sync(&sato, every_case(&mut phones)).unwrap();
+    assert!(response.documents.iter().all(|d| d.status == DocumentStatus::Ok));
+    for phone in &mut phones {
+        phone.absorb(&response);
+        let case = phone.replica.case_id().unwrap();
+        assert_eq!(activity_rows(&world, &case), 2, "stored once");
+        let stored = stored_document(&world, &case);
+        assert_eq!(sorted_heads(&stored), sorted_heads(phone.replica.doc_mut().document()));
+    }
+}
+
+/// A phone that held both cases logs a visit on the duplicate after a supervisor merged it,
+/// and syncs listing the survivor first. The visit is carried into the survivor within the
+/// same request, before the survivor is answered: the phone receives it there, and the
+/// survivor's stored heads are those of its document.
+fn a_late_visit_on_a_merged_case_reaches_its_survivor_listed_in_the_same_request(backend: Backend) {
+    let world = world(backend);
+    let sato = staff(&world, Role::Counsellor);
+    let supervisor = staff(&world, Role::Supervisor);
+    let mut survivor = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
+    let mut duplicate = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
+    visit(&mut survivor.replica, 8, "訪問");
+    visit(&mut duplicate.replica, 9, "同じ世帯への訪問");
+    survivor.sync(&world);
+    duplicate.sync(&world);
+    let (s, d) = (survivor.replica.case_id().unwrap(), duplicate.replica.case_id().unwrap());
+    world.engine.merge_cases(&supervisor, &s, &d).unwrap();
+    let late = visit(&mut duplicate.replica, 15, "統合後の訪問");
+    let request = SyncRequest::new(None, vec![survivor.upload(), duplicate.upload()]);
+    let response = world.engine.sync(&sato, request).unwrap();
+    assert!(response.purge.iter().any(|p| p.case_id == d && p.reason == PurgeReason::Merged));
+    let answer = response.documents.iter().find(|r| r.case_id == s).unwrap();
+    assert_eq!(answer.status, DocumentStatus::Ok);
+    survivor.absorb(&SyncResponse { documents: vec![answer.clone()], ..SyncResponse::new() });
+    let stored = stored_document(&world, &s);
+    assert!(tsunagi_sync::document::read_case(&stored).view.unwrap().activities.contains_key(&late));
+    assert!(survivor.replica.view().unwrap().activities.contains_key(&late), "the phone has it on the survivor");
+    assert_eq!(sorted_heads(&stored), sorted_heads(survivor.replica.doc_mut().document()));
+    let mut conn = world.database.conn().unwrap();
+    let row = documents::find(&mut conn, &s).unwrap().unwrap();
+    let mut heads = documents::decode_heads(&row.heads).unwrap();
+    heads.sort();
+    assert_eq!(heads, sorted_heads(&stored), "the row's heads are the document's");
+    drop(conn);
+    // Nothing new: the next sync of the survivor sends nothing.
+    let again = survivor.sync(&world);
+    assert!(again.documents[0].changes.is_empty());
 }
