@@ -740,8 +740,7 @@ impl SyncSession {
             e.not_found_at = None;
         };
         if loaded.changed() {
-            let bytes = loaded.doc.save();
-            store.save_with_entry(case, &bytes, update)?;
+            store.save_doc_with_entry(case, &mut loaded.doc, update)?;
         } else {
             store.update_entry(case, update)?;
         }
@@ -787,8 +786,7 @@ impl SyncSession {
                 e.fallback = false;
             };
             if loaded.changed() {
-                let bytes = loaded.doc.save();
-                store.save_with_entry(case, &bytes, update)?;
+                store.save_doc_with_entry(case, &mut loaded.doc, update)?;
             } else {
                 store.update_entry(case, update)?;
             }
@@ -816,8 +814,7 @@ impl SyncSession {
         };
         if drop.is_empty() {
             if loaded.changed() {
-                let bytes = loaded.doc.save();
-                store.save_with_entry(case, &bytes, update)?;
+                store.save_doc_with_entry(case, &mut loaded.doc, update)?;
             } else {
                 store.update_entry(case, update)?;
             }
@@ -835,8 +832,7 @@ impl SyncSession {
             // was (the copy is kept too) and say so.
             return Ok(CaseEvent::Failed { reason: format!("the replica could not be rebuilt: {e}") });
         }
-        let bytes = rebuilt.save();
-        store.save_with_entry(case, &bytes, update)?;
+        store.save_doc_with_entry(case, &mut rebuilt, update)?;
         Ok(CaseEvent::Refused { uploaded, received, error, dropped: drop.len(), kept: Some(kept) })
     }
 
@@ -876,8 +872,7 @@ impl SyncSession {
         };
         let received = loaded.changed();
         if received {
-            let bytes = loaded.doc.save();
-            store.save_with_entry(case, &bytes, update)?;
+            store.save_doc_with_entry(case, &mut loaded.doc, update)?;
         } else {
             store.update_entry(case, update)?;
         }
@@ -927,9 +922,8 @@ impl SyncSession {
             }
             Err(e) => return Err(e.into()),
         };
-        let bytes = doc.save();
         let case_number = assigned.case_number;
-        store.save_with_entry(&case, &bytes, |e| {
+        store.save_doc_with_entry(&case, &mut doc, |e| {
             e.set_since(&since);
             if let Some(number) = &case_number {
                 e.case_number = Some(number.to_string());

@@ -676,6 +676,9 @@ fn an_unreadable_replica_is_set_aside_and_fetched_again() {
     let (case, _) = new_case(&mut store);
     round(&mut session, &mut store, &mut server);
     std::fs::write(store.case_path(&case), b"garbage").unwrap();
+    // Found damaged when the file is read again: the store kept the document it saved loaded.
+    drop(store);
+    let mut store = open(tmp.path());
 
     let (request, sent) = session.build_request(&store).unwrap();
     assert_eq!(request.documents[0].since, vec![]);

@@ -73,6 +73,16 @@
 //! [`StoreError::Locked`] until the first store is dropped. Within a process, writes take
 //! `&mut self`.
 //!
+//! # Kept loaded
+//!
+//! Parsing a case file rebuilds the whole Automerge document. The store keeps the documents
+//! it last loaded or saved in memory (16 MiB of saved size by default,
+//! [`ReplicaStore::with_memory_budget`]) and [`ReplicaStore::load_doc`] copies a kept one
+//! instead of reading its file. Being the files' only writer, it keeps them true to the
+//! files: a document saved replaces the kept one once its file is written, raw bytes saved
+//! or a purge drop it. Damage done to a file from outside the store is found when the file
+//! is next read, at the latest when the store is opened again.
+//!
 //! # Personal data
 //!
 //! Case files hold personal data under statutory secrecy: no file is created with a mode
@@ -108,6 +118,7 @@
 mod error;
 mod fsio;
 mod index;
+mod loaded;
 
 use std::fmt;
 use std::fs::{self, File, TryLockError};
@@ -144,6 +155,8 @@ pub struct ReplicaStore {
     index: Index,
     /// Held for the lifetime of the store: the exclusive lock is released when it is closed.
     lock: File,
+    /// The documents last loaded or saved, kept in memory ([`loaded`]).
+    loaded: loaded::Loaded,
 }
 
 impl fmt::Debug for ReplicaStore {
@@ -203,11 +216,32 @@ impl ReplicaStore {
         index.cases.retain(|case, _| on_disk.contains(case));
         dirty |= index.cases.len() != before;
 
-        let store = ReplicaStore { dir, cases_dir, index_path, index, lock };
+        let store = ReplicaStore {
+            dir,
+            cases_dir,
+            index_path,
+            index,
+            lock,
+            loaded: loaded::Loaded::new(loaded::DEFAULT_BUDGET),
+        };
         if dirty {
             store.write_index(&store.index)?;
         }
         Ok(store)
+    }
+
+    /// Keeps about `bytes` of documents (counted by their saved size) loaded in memory, the
+    /// least recently used going first; 0 keeps none. By default
+    /// 16 MiB. Every [`load_doc`](Self::load_doc) of a kept document is a copy in memory instead
+    /// of a read and a parse of its file.
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.loaded = loaded::Loaded::new(bytes);
+        self
+    }
+
+    /// How many documents are kept loaded, and their saved bytes.
+    pub fn memory_usage(&self) -> (usize, usize) {
+        self.loaded.usage()
     }
 
     /// The store directory, as given to [`open`](Self::open).
@@ -238,8 +272,12 @@ impl ReplicaStore {
     /// `case` loaded as an Automerge document, or `None` if the store does not hold it.
     ///
     /// A file that does not load (empty, truncated, garbage) is
-    /// [`StoreError::CorruptCase`]; the file is left as it is.
+    /// [`StoreError::CorruptCase`]; the file is left as it is. A document the store keeps
+    /// loaded (see [`with_memory_budget`](Self::with_memory_budget)) is copied instead.
     pub fn load_doc(&self, case: &CaseId) -> Result<Option<AutoCommit>, StoreError> {
+        if let Some(doc) = self.loaded.get(case) {
+            return Ok(Some(doc));
+        }
         let Some(bytes) = self.load(case)? else {
             return Ok(None);
         };
@@ -249,7 +287,10 @@ impl ReplicaStore {
             return Err(corrupt(CaseFileError::Empty));
         }
         match crate::validation::untrusted(|| AutoCommit::load(&bytes)) {
-            Ok(Ok(doc)) => Ok(Some(doc)),
+            Ok(Ok(doc)) => {
+                self.loaded.put(*case, &doc, bytes.len());
+                Ok(Some(doc))
+            }
             Ok(Err(e)) => Err(corrupt(CaseFileError::Automerge(Box::new(e)))),
             Err(_) => Err(corrupt(CaseFileError::Unloadable)),
         }
@@ -267,8 +308,22 @@ impl ReplicaStore {
 
     /// [`save`](Self::save)s `doc` (`doc.save()` compacts it first).
     pub fn save_doc(&mut self, case: &CaseId, doc: &mut AutoCommit) -> Result<(), StoreError> {
+        self.save_doc_with_entry(case, doc, |_| {})
+    }
+
+    /// [`save_with_entry`](Self::save_with_entry) for a document: saves `doc`, then updates
+    /// the index entry, and keeps `doc` loaded as the case's content.
+    pub fn save_doc_with_entry(
+        &mut self,
+        case: &CaseId,
+        doc: &mut AutoCommit,
+        update: impl FnOnce(&mut CaseEntry),
+    ) -> Result<(), StoreError> {
         let bytes = doc.save();
-        self.save(case, &bytes)
+        self.save_with_entry(case, &bytes, update)?;
+        // Only once the file holds it (a failed write forgot the case).
+        self.loaded.put(*case, doc, bytes.len());
+        Ok(())
     }
 
     /// Saves `case` and then updates its index entry with `update`, in that order (see
@@ -287,6 +342,8 @@ impl ReplicaStore {
         if bytes.is_empty() {
             return Err(StoreError::EmptyDocument { case: *case });
         }
+        // Whatever happens next, the file may no longer be the document kept loaded.
+        self.loaded.forget(case);
         fsio::write_atomic(&self.cases_dir, &format!("{case}.{CASE_EXTENSION}"), bytes)?;
         let old = self.index.cases.get(case);
         let mut entry = old.cloned().unwrap_or_default();
@@ -362,6 +419,7 @@ impl ReplicaStore {
     /// the store held it. A crash between the two steps is finished by the next
     /// [`open`](Self::open).
     pub fn remove(&mut self, case: &CaseId) -> Result<bool, StoreError> {
+        self.loaded.forget(case);
         let had_file = fsio::remove_durably(&self.case_path(case), &self.cases_dir)?;
         let had_entry = self.index.cases.contains_key(case);
         if had_entry {

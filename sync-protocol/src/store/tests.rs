@@ -430,3 +430,54 @@ fn sync_state_fields_of_an_entry_round_trip_and_older_indexes_still_read() {
     assert_eq!(entry.purge_pending.as_deref(), Some("unassigned"));
     assert_eq!(entry.not_found_at.as_deref(), Some("2026-11-04T09:00:00+00:00"));
 }
+
+#[test]
+fn a_document_kept_loaded_is_always_the_files_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = open(tmp.path());
+    let case = CaseId::new_random();
+    let mut doc = sample_doc();
+    store.save_doc(&case, &mut doc).unwrap();
+    assert_eq!(store.memory_usage().0, 1, "a saved document is kept loaded");
+    // A copy: changing it changes neither the store nor what the next load returns.
+    let mut copy = store.load_doc(&case).unwrap().unwrap();
+    copy.put(ROOT, "status", "closed").unwrap();
+    copy.commit();
+    assert_eq!(status_of(&store.load_doc(&case).unwrap().unwrap()), "open");
+    // Raw bytes replace it.
+    let mut other = sample_doc();
+    other.put(ROOT, "status", "suspended").unwrap();
+    store.save(&case, &other.save()).unwrap();
+    assert_eq!(store.memory_usage().0, 0);
+    let mut loaded = store.load_doc(&case).unwrap().unwrap();
+    assert_eq!(status_of(&loaded), "suspended");
+    assert_eq!(loaded.get_heads(), other.get_heads());
+    // A saved document replaces it.
+    store.save_doc(&case, &mut copy).unwrap();
+    assert_eq!(status_of(&store.load_doc(&case).unwrap().unwrap()), "closed");
+    // A purge forgets it.
+    store.remove(&case).unwrap();
+    assert_eq!(store.memory_usage(), (0, 0));
+    assert!(store.load_doc(&case).unwrap().is_none());
+}
+
+#[test]
+fn documents_kept_loaded_stay_within_the_budget_least_recently_used_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let size = sample_doc().save().len();
+    let mut store = open(tmp.path()).with_memory_budget(2 * size);
+    let cases: Vec<CaseId> = (0..3).map(|_| CaseId::new_random()).collect();
+    store.save_doc(&cases[0], &mut sample_doc()).unwrap();
+    store.save_doc(&cases[1], &mut sample_doc()).unwrap();
+    store.load_doc(&cases[0]).unwrap();
+    store.save_doc(&cases[2], &mut sample_doc()).unwrap();
+    assert_eq!(store.memory_usage(), (2, 2 * size));
+    // The least recently used (the second) went; every case still loads, from its file.
+    for case in &cases {
+        assert_eq!(status_of(&store.load_doc(case).unwrap().unwrap()), "open");
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut none = open(elsewhere.path()).with_memory_budget(0);
+    none.save_doc(&cases[0], &mut sample_doc()).unwrap();
+    assert_eq!(none.memory_usage(), (0, 0));
+}
