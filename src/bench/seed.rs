@@ -6,7 +6,7 @@
 //! the server's own sync engine, **in process**: each device's [`SyncSession`] builds its
 //! request from its replica store, [`SyncEngine::sync`] checks, applies and projects it as
 //! `POST /v1/sync` would (authorship, validation, case numbers, projections, audit, all in one
-//! transaction per case), and the session applies the answer to the store. Only the HTTP
+//! transaction per request), and the session applies the answer to the store. Only the HTTP
 //! layer is skipped, which makes seeding thousands of activities take seconds, and leaves
 //! every device exactly where a real sync would: in sync with the server, `since` = the
 //! server's heads. Cases that no device holds (`--stored-cases`) are uploaded the same way, a

@@ -598,6 +598,16 @@ fn two_requests_listing_the_same_cases_in_opposite_orders_are_both_answered(back
     }
 }
 
+/// How many sync responses the server has numbered for `who`'s device.
+fn responses_numbered(world: &World, who: &Requester) -> i64 {
+    let mut conn = world.database.conn().unwrap();
+    schema::devices::table
+        .find(who.device.to_string())
+        .select(schema::devices::sync_responses)
+        .first(&mut conn)
+        .unwrap()
+}
+
 /// One request listing every phone's case.
 fn every_case(phones: &mut [Phone]) -> SyncRequest {
     SyncRequest::new(None, phones.iter_mut().map(Phone::upload).collect())
@@ -634,28 +644,14 @@ fn a_request_that_fails_in_the_database_stores_nothing_and_its_retry_stores_ever
     for phone in &mut phones {
         visit(&mut phone.replica, 10, "二回目");
     }
-    let responses_before: i64 = {
-        let mut conn = world.database.conn().unwrap();
-        schema::devices::table
-            .find(sato.device.to_string())
-            .select(schema::devices::sync_responses)
-            .first(&mut conn)
-            .unwrap()
-    };
+    let responses_before = responses_numbered(&world, &sato);
     assert!(world.engine.sync(&sato, every_case(&mut phones)).is_err(), "the request fails");
     for phone in &phones {
         assert_eq!(activity_rows(&world, &phone.replica.case_id().unwrap()), 1, "nothing of it is stored");
         let view = tsunagi_sync::document::read_case(&stored_document(&world, &phone.replica.case_id().unwrap())).view;
         assert_eq!(view.unwrap().activities.len(), 1);
     }
-    let responses_after: i64 = {
-        let mut conn = world.database.conn().unwrap();
-        schema::devices::table
-            .find(sato.device.to_string())
-            .select(schema::devices::sync_responses)
-            .first(&mut conn)
-            .unwrap()
-    };
+    let responses_after = responses_numbered(&world, &sato);
     assert_eq!(responses_after, responses_before, "not even its response number");
     execute(match backend {
         Backend::Sqlite => "DROP TRIGGER refuse;",
