@@ -225,8 +225,9 @@ impl SyncEngine {
 
     /// The cases a request lists, inside its transaction, answered in the request's order.
     ///
-    /// Their document rows are locked at once, in case id order, so that two requests never
-    /// wait on each other in a cycle; visibility, what the device holds and which cases were
+    /// Their document rows, and those of the cases merged ones live on in, are locked at
+    /// once, in case id order, so that two requests never wait on each other in a cycle;
+    /// visibility, what the device holds and which cases were
     /// merged away are read once for all of them. Cases merged away are handled first: their
     /// late entries are carried into the case they live on in, which the request may list too
     /// and which is then handled from its row as carried into. Every case stored is stamped
@@ -240,10 +241,18 @@ impl SyncEngine {
     ) -> Result<Vec<Handled>, StoreError> {
         let at = now();
         let ids: Vec<CaseId> = uploads.iter().map(|u| u.case_id).collect();
-        let mut rows = documents::lock_all(conn, &ids)?;
+        // The cases their late entries may be carried into are locked with the rest, in the
+        // same order (merges lock theirs in id order too). Read before the locks; a case
+        // merged meanwhile is followed under them (`carry_into_survivor`), and should that
+        // close a lock cycle, PostgreSQL rolls one transaction back and its client retries.
+        let mut locked = ids.clone();
+        for case in projections::merged_among(conn, &ids)? {
+            locked.extend(projections::survivor_of(conn, &case)?);
+        }
+        let mut rows = documents::lock_all(conn, &locked)?;
+        let merged = projections::merged_among(conn, &ids)?;
         let visible = visibility::visible_among(conn, who.viewer(), &ids)?;
         let held = device_cases::holds_among(conn, &who.device, &ids)?;
-        let merged = projections::merged_among(conn, &ids)?;
         let mut order: Vec<usize> = (0..uploads.len()).collect();
         order.sort_by_key(|&i| !merged.contains(&uploads[i].case_id));
         let mut carried_into = HashSet::new();

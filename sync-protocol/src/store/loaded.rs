@@ -34,7 +34,8 @@ struct Entry {
     used: u64,
 }
 
-/// Documents kept loaded, by case, within a byte budget of their saved size.
+/// Documents kept loaded, by case, within a byte budget of their saved size (in memory a
+/// document takes a few times its saved size).
 #[derive(Debug)]
 pub(super) struct Loaded {
     kept: Mutex<Kept>,
@@ -57,12 +58,14 @@ impl Loaded {
     }
 
     /// Keeps a copy of `doc`, whose saved size is `bytes`, as the content of `case`'s file.
+    /// A document holding changes whose dependencies it lacks is not kept: `save()` leaves
+    /// those out of the file, and a copy would still apply them once the dependencies come.
     pub(super) fn put(&self, case: CaseId, doc: &AutoCommit, bytes: usize) {
         let Ok(mut kept) = self.kept.lock() else { return };
         if let Some(old) = kept.docs.remove(&case) {
             kept.bytes -= old.bytes;
         }
-        if bytes > self.budget {
+        if bytes > self.budget || !automerge::ReadDoc::get_missing_deps(doc, &[]).is_empty() {
             return;
         }
         while kept.bytes + bytes > self.budget {

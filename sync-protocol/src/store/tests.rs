@@ -481,3 +481,21 @@ fn documents_kept_loaded_stay_within_the_budget_least_recently_used_first() {
     none.save_doc(&cases[0], &mut sample_doc()).unwrap();
     assert_eq!(none.memory_usage(), (0, 0));
 }
+
+#[test]
+fn a_document_waiting_for_missing_changes_is_not_kept_loaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = open(tmp.path());
+    let case = CaseId::new_random();
+    let mut source = sample_doc();
+    let heads = source.get_heads();
+    source.put(ROOT, "status", "closed").unwrap();
+    source.commit();
+    // Only the second change: Automerge queues it until its dependency arrives, and `save()`
+    // leaves it out of the file.
+    let mut waiting = AutoCommit::new();
+    waiting.apply_changes(source.get_changes(&heads)).unwrap();
+    assert!(!automerge::ReadDoc::get_missing_deps(&waiting, &[]).is_empty());
+    store.save_doc(&case, &mut waiting).unwrap();
+    assert_eq!(store.memory_usage().0, 0);
+}
