@@ -79,36 +79,19 @@ pub fn held(conn: &mut DbConnection, device: &DeviceId) -> Result<Vec<Held>, Sto
         .load(conn)?)
 }
 
-/// Whether `device` holds, or may hold, `case`.
-pub fn holds(conn: &mut DbConnection, device: &DeviceId, case: &CaseId) -> Result<bool, StoreError> {
-    Ok(device_cases::table
-        .filter(device_cases::device_id.eq(device.to_string()))
-        .filter(device_cases::case_id.eq(case.to_string()))
-        .count()
-        .get_result::<i64>(conn)?
-        > 0)
-}
-
-/// Which of `cases` `device` holds, or may hold: [`holds`] for many cases in one statement
-/// (per thousand).
+/// Which of `cases` `device` holds, or may hold (one statement per thousand cases).
 pub fn holds_among(
     conn: &mut DbConnection,
     device: &DeviceId,
     cases: &[CaseId],
 ) -> Result<std::collections::HashSet<CaseId>, StoreError> {
-    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
-    let mut held = std::collections::HashSet::with_capacity(ids.len());
-    for chunk in ids.chunks(1_000) {
-        let found: Vec<String> = device_cases::table
+    super::cases_among(cases, "device_cases", |chunk| {
+        Ok(device_cases::table
             .filter(device_cases::device_id.eq(device.to_string()))
             .filter(device_cases::case_id.eq_any(chunk))
             .select(device_cases::case_id)
-            .load(conn)?;
-        for id in found {
-            held.insert(CaseId::parse(&id).map_err(|e| StoreError::Corrupt(format!("device_cases: {e}")))?);
-        }
-    }
-    Ok(held)
+            .load(conn)?)
+    })
 }
 
 /// Records that `device` holds `case` because it listed it in a request (uploaded to it), and
@@ -151,8 +134,7 @@ pub fn listed(
 /// Sets the clock up to which `device` holds each of `cases` (recorded by [`listed`] in the
 /// same transaction) to `clock`: the clock value that transaction stamped them with.
 pub fn synced_at(conn: &mut DbConnection, device: &DeviceId, cases: &[CaseId], clock: i64) -> Result<(), StoreError> {
-    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
-    for chunk in ids.chunks(1_000) {
+    for chunk in super::id_chunks(cases) {
         diesel::update(
             device_cases::table
                 .filter(device_cases::device_id.eq(device.to_string()))

@@ -117,9 +117,8 @@ pub fn lock_all(
     ids.sort_unstable();
     ids.dedup();
     let mut found = std::collections::HashMap::with_capacity(ids.len());
-    // Sorted chunks, locked one after the other, keep the whole set in id order. Bounded IN
-    // lists: SQLite allows at most 32,766 parameters per statement.
-    for chunk in ids.chunks(1_000) {
+    // Sorted chunks, locked one after the other, keep the whole set in id order.
+    for chunk in ids.chunks(super::IN_LIST_MAX) {
         let query = documents::table.filter(documents::case_id.eq_any(chunk)).order(documents::case_id.asc());
         let rows: Vec<DocumentRow> = match conn {
             DbConnection::Pg(c) => query.select(DocumentRow::as_select()).for_update().load(c)?,
@@ -249,12 +248,11 @@ pub fn write(
 /// many cases. Returns the clock value.
 pub fn stamp(conn: &mut DbConnection, cases: &[CaseId]) -> Result<i64, StoreError> {
     let clock = next_clock(conn)?;
-    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
-    for chunk in ids.chunks(1_000) {
-        diesel::update(changes::table.filter(changes::case_id.eq_any(chunk)).filter(changes::clock.is_null()))
+    for chunk in super::id_chunks(cases) {
+        diesel::update(changes::table.filter(changes::case_id.eq_any(&chunk)).filter(changes::clock.is_null()))
             .set(changes::clock.eq(clock))
             .execute(conn)?;
-        diesel::update(documents::table.filter(documents::case_id.eq_any(chunk)))
+        diesel::update(documents::table.filter(documents::case_id.eq_any(&chunk)))
             .set(documents::clock.eq(clock))
             .execute(conn)?;
     }
@@ -288,8 +286,7 @@ pub fn clock_of(conn: &mut DbConnection, case: &CaseId) -> Result<Option<i64>, S
 /// Of `cases`, those written after clock value `after`, with the clock of their last write.
 pub fn changed_since(conn: &mut DbConnection, cases: &[String], after: i64) -> Result<Vec<(String, i64)>, StoreError> {
     let mut found = Vec::new();
-    // Bounded IN lists: SQLite allows at most 32,766 parameters per statement.
-    for chunk in cases.chunks(1_000) {
+    for chunk in cases.chunks(super::IN_LIST_MAX) {
         let rows: Vec<(String, i64)> = documents::table
             .filter(documents::case_id.eq_any(chunk))
             .filter(documents::clock.gt(after))

@@ -329,6 +329,34 @@ pub fn placeholders(conn: &DbConnection, sql: &str) -> String {
     }
 }
 
+/// At most this many values go into one SQL `IN` list: SQLite allows at most 32,766
+/// parameters per statement.
+pub const IN_LIST_MAX: usize = 1_000;
+
+/// The case ids of `cases`, as the text columns hold them, in chunks of at most
+/// [`IN_LIST_MAX`] for `IN` lists.
+pub fn id_chunks(cases: &[tsunagi_sync::ids::CaseId]) -> Vec<Vec<String>> {
+    cases.chunks(IN_LIST_MAX).map(|chunk| chunk.iter().map(ToString::to_string).collect()).collect()
+}
+
+/// Which of `cases` `query` finds: it is given their ids a chunk at a time ([`id_chunks`]) and
+/// returns the ids it found in `table`'s column.
+pub fn cases_among(
+    cases: &[tsunagi_sync::ids::CaseId],
+    table: &str,
+    mut query: impl FnMut(&[String]) -> Result<Vec<String>, StoreError>,
+) -> Result<std::collections::HashSet<tsunagi_sync::ids::CaseId>, StoreError> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in id_chunks(cases) {
+        for id in query(&chunk)? {
+            found.insert(
+                tsunagi_sync::ids::CaseId::parse(&id).map_err(|e| StoreError::Corrupt(format!("{table}: {e}")))?,
+            );
+        }
+    }
+    Ok(found)
+}
+
 /// Runs `f` in a write transaction on `conn` (`BEGIN IMMEDIATE` on SQLite).
 pub fn write_transaction<T, E>(
     conn: &mut DbConnection,

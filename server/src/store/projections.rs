@@ -380,18 +380,12 @@ pub fn merged_among(
     conn: &mut DbConnection,
     cases: &[CaseId],
 ) -> Result<std::collections::HashSet<CaseId>, StoreError> {
-    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
-    let mut merged = std::collections::HashSet::new();
-    for chunk in ids.chunks(1_000) {
-        let found: Vec<String> = case_redirects::table
+    super::cases_among(cases, "case_redirects", |chunk| {
+        Ok(case_redirects::table
             .filter(case_redirects::case_id.eq_any(chunk))
             .select(case_redirects::case_id)
-            .load(conn)?;
-        for id in found {
-            merged.insert(CaseId::parse(&id).map_err(|e| StoreError::Corrupt(format!("case_redirects: {e}")))?);
-        }
-    }
-    Ok(merged)
+            .load(conn)?)
+    })
 }
 
 /// The case `case` finally lives on in: following merges (a survivor may itself have been

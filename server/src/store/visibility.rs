@@ -118,19 +118,13 @@ pub fn visible_among(
     viewer: Viewer<'_>,
     cases: &[CaseId],
 ) -> Result<std::collections::HashSet<CaseId>, StoreError> {
-    let ids: Vec<String> = cases.iter().map(CaseId::to_string).collect();
-    let mut visible = std::collections::HashSet::with_capacity(ids.len());
-    for chunk in ids.chunks(1_000) {
-        let found: Vec<String> = cases::table
+    super::cases_among(cases, "cases", |chunk| {
+        Ok(cases::table
             .filter(cases::case_id.eq_any(chunk))
             .filter(filter(viewer))
             .select(cases::case_id)
-            .load(conn)?;
-        for id in found {
-            visible.insert(CaseId::parse(&id).map_err(|e| StoreError::Corrupt(format!("cases: {e}")))?);
-        }
-    }
-    Ok(visible)
+            .load(conn)?)
+    })
 }
 
 /// Every case `viewer` may see, by id.

@@ -227,8 +227,8 @@ impl SyncEngine {
     ///
     /// Their document rows, and those of the cases merged ones live on in, are locked at
     /// once, in case id order, so that two requests never wait on each other in a cycle;
-    /// visibility, what the device holds and which cases were
-    /// merged away are read once for all of them. Cases merged away are handled first: their
+    /// visibility, what the device holds and which cases were merged away are read once for
+    /// all of them. Cases merged away are handled first: their
     /// late entries are carried into the case they live on in, which the request may list too
     /// and which is then handled from its row as carried into. Every case stored is stamped
     /// with **one** value of the commit clock, taken last of all.
@@ -250,6 +250,7 @@ impl SyncEngine {
             locked.extend(projections::survivor_of(conn, &case)?);
         }
         let mut rows = documents::lock_all(conn, &locked)?;
+        // Again under the locks: a case may have been merged since.
         let merged = projections::merged_among(conn, &ids)?;
         let visible = visibility::visible_among(conn, who.viewer(), &ids)?;
         let held = device_cases::holds_among(conn, &who.device, &ids)?;
@@ -299,7 +300,7 @@ impl SyncEngine {
             device_cases::listed(conn, &who.device, &one.case, synced)?;
         }
         // Last: the commit clock. Its row stays locked until the commit, and every writer
-        // waits on it, so nothing but the stamp comes between it and the commit.
+        // waits on it, so only the stamp and the device's clock come between it and the commit.
         if !written.is_empty() {
             let written: Vec<CaseId> = written.into_iter().collect();
             let clock = documents::stamp(conn, &written)?;

@@ -231,8 +231,7 @@ impl ReplicaStore {
     }
 
     /// Keeps about `bytes` of documents (counted by their saved size) loaded in memory, the
-    /// least recently used going first; 0 keeps none. By default
-    /// 16 MiB. Every [`load_doc`](Self::load_doc) of a kept document is a copy in memory instead
+    /// least recently used going first; 0 keeps none. By default 16 MiB. Every [`load_doc`](Self::load_doc) of a kept document is a copy in memory instead
     /// of a read and a parse of its file.
     pub fn with_memory_budget(mut self, bytes: usize) -> Self {
         self.loaded = loaded::Loaded::new(bytes);
