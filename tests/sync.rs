@@ -597,8 +597,8 @@ async fn malformed_and_mistyped_bodies_get_a_clear_400_or_415_and_change_nothing
 
     let mut trailing = cbor.clone();
     trailing.push(0x00);
-    let mut version_2 = request.clone();
-    version_2.protocol = 2;
+    let mut version_3 = request.clone();
+    version_3.protocol = 3;
     let uppercase_id =
         json!({ "protocol": 1, "documents": [{ "case_id": case.to_string().to_uppercase(), "since": [] }] });
     const CBOR: Option<&str> = Some("application/cbor");
@@ -612,12 +612,12 @@ async fn malformed_and_mistyped_bodies_get_a_clear_400_or_415_and_change_nothing
         ("uppercase case id", JSON, serde_json::to_vec(&uppercase_id).unwrap(), 400, "malformed_body"),
         ("text/plain", Some("text/plain"), cbor.clone(), 415, "unsupported_media_type"),
         ("no content type", None, cbor.clone(), 415, "unsupported_media_type"),
-        ("protocol 2, CBOR", CBOR, Format::Cbor.encode(&version_2), 400, "unsupported_protocol"),
-        ("protocol 2, JSON", JSON, Format::Json.encode(&version_2), 400, "unsupported_protocol"),
+        ("protocol 3, CBOR", CBOR, Format::Cbor.encode(&version_3), 400, "unsupported_protocol"),
+        ("protocol 3, JSON", JSON, Format::Json.encode(&version_3), 400, "unsupported_protocol"),
         (
-            "protocol 2, another shape",
+            "protocol 3, another shape",
             JSON,
-            br#"{"protocol": 2, "batches": {"x": 1}}"#.to_vec(),
+            br#"{"protocol": 3, "batches": {"x": 1}}"#.to_vec(),
             400,
             "unsupported_protocol",
         ),

@@ -89,6 +89,9 @@ fn print_details(report: &SyncReport) {
                 println!("  case {}: a single change is larger than the server accepts", r.case_id)
             }
             CaseEvent::NotFound { .. } => println!("  case {}: not found on the server (kept here)", r.case_id),
+            CaseEvent::Unavailable { .. } => {
+                println!("  case {}: the server could not take it now (kept here; sent again next time)", r.case_id)
+            }
             CaseEvent::PurgePending { unacknowledged, .. } => {
                 println!("  case {}: to be deleted once {unacknowledged} change(s) are synced", r.case_id)
             }

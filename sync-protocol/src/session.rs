@@ -224,6 +224,13 @@ pub enum CaseEvent {
         /// Changes uploaded (not delivered; they stay in the replica).
         uploaded: usize,
     },
+    /// `unavailable`: the server could not handle the case now. Nothing was applied; the
+    /// changes stay in the replica and go up again with the next request (which lists the
+    /// case: the cursor was dropped).
+    Unavailable {
+        /// Changes uploaded (not applied; they stay in the replica).
+        uploaded: usize,
+    },
     /// The case arrived whole, newly visible to this device.
     Assigned {
         /// The device already held a replica, and the server's document was merged into it
@@ -520,7 +527,7 @@ impl SyncSession {
     /// Applies the answer to a request built by [`build_request`](Self::build_request)
     /// (protocol.md, section 7, steps 2 to 6), durably, and says what happened.
     ///
-    /// In order: every [`DocumentResult`] (`ok`, `refused`, `resync`, `not_found`), every
+    /// In order: every [`DocumentResult`] (`ok`, `refused`, `resync`, `not_found`, `unavailable`), every
     /// assigned case, every purge notice, pending purges whose request has now been answered,
     /// and last the cursor — stored only once everything before it is durable, and dropped
     /// instead when some case's answer was incomplete or unusable. Each replica is written
@@ -552,7 +559,8 @@ impl SyncSession {
             if !store.contains(&case) {
                 continue;
             }
-            if result.status != DocumentStatus::Resync {
+            // A case in fallback, or one the server could not handle, had no answer to its upload.
+            if !matches!(result.status, DocumentStatus::Resync | DocumentStatus::Unavailable) {
                 answered.insert(case);
             }
             let event = self.apply_result(store, sent, result, now, &now_text, &mut round)?;
@@ -675,6 +683,12 @@ impl SyncSession {
                     e.fallback = false;
                 })?;
                 Ok(CaseEvent::NotFound { uploaded })
+            }
+            DocumentStatus::Unavailable => {
+                // Nothing applied and nothing of the case sent: the changes and `since` stay,
+                // and without a cursor the next request lists the case again.
+                round.drop_cursor = true;
+                Ok(CaseEvent::Unavailable { uploaded })
             }
         }
     }

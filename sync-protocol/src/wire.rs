@@ -47,11 +47,22 @@ use crate::domain::Role;
 use crate::ids::{CaseId, CaseNumber, DeviceId, StaffId};
 use crate::validation::Violation;
 
-/// The protocol version this module speaks, sent as `protocol` in every request and response.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this module speaks, sent as `protocol` in every request; a server
+/// answers each request in the request's version.
+pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Every protocol version this implementation accepts.
-pub const SUPPORTED_PROTOCOLS: &[u32] = &[PROTOCOL_VERSION];
+/// Every protocol version this implementation accepts. Version 2 is version 1 with one more
+/// per-case status, [`DocumentStatus::Unavailable`] (from [`UNAVAILABLE_SINCE`]).
+pub const SUPPORTED_PROTOCOLS: &[u32] = &[1, PROTOCOL_VERSION];
+
+/// The first protocol version whose responses may answer a case `unavailable`; a server
+/// answers an older client's request that meets such a case with `500 internal` instead.
+pub const UNAVAILABLE_SINCE: u32 = 2;
+
+/// The supported versions, for people: "1, 2".
+fn supported_protocols() -> String {
+    SUPPORTED_PROTOCOLS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
 
 /// The path of the sync endpoint (method `POST`).
 pub const SYNC_PATH: &str = "/v1/sync";
@@ -79,10 +90,7 @@ pub enum WireError {
     #[error("malformed JSON body: {0}")]
     Json(String),
     /// The body is well formed but announces a protocol version this side does not speak.
-    #[error(
-        "unsupported protocol version {got}: \
-         this implementation speaks version {PROTOCOL_VERSION} only"
-    )]
+    #[error("unsupported protocol version {got}: this implementation speaks versions {}", supported_protocols())]
     UnsupportedProtocol {
         /// The version the peer announced.
         got: u32,
@@ -490,6 +498,12 @@ wire_enum! {
         Resync = "resync",
         /// No such case, or one this device may not see: the two are indistinguishable.
         NotFound = "not_found",
+        /// The server could not handle this case now (its stored record did not load):
+        /// nothing of this upload was applied or acknowledged, and the response brings nothing
+        /// of the case. The client keeps its changes and `since`, and stores no cursor from
+        /// this response, so that its next request lists the case again. Every other case of
+        /// the response is answered as usual.
+        Unavailable = "unavailable",
     }
 }
 
@@ -601,7 +615,8 @@ fn is_false(value: &bool) -> bool {
 /// The body of `POST /v1/sync`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
-    /// The protocol version; must be [`PROTOCOL_VERSION`].
+    /// The protocol version: one of [`SUPPORTED_PROTOCOLS`] ([`PROTOCOL_VERSION`] from
+    /// [`SyncRequest::new`]).
     pub protocol: u32,
     /// The cursor of the last response the client durably stored, sent back unchanged; absent
     /// on a first sync (or after the client dropped it), in which case `documents` must list
@@ -664,7 +679,7 @@ impl DocumentUpload {
 /// The body of a successful (HTTP 200) answer to `POST /v1/sync`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
-    /// The protocol version; [`PROTOCOL_VERSION`].
+    /// The protocol version: the request's.
     pub protocol: u32,
     /// Opaque bytes to send back unchanged in the next request, stored only once this
     /// response's effects are durable. When absent, the client forgets its cursor and its next
@@ -772,6 +787,11 @@ impl DocumentResult {
         Self { status: DocumentStatus::NotFound, ..Self::ok(case_id, Vec::new(), Vec::new()) }
     }
 
+    /// `unavailable`: the server could not handle the case now; nothing was applied.
+    pub fn unavailable(case_id: CaseId) -> Self {
+        Self { status: DocumentStatus::Unavailable, ..Self::ok(case_id, Vec::new(), Vec::new()) }
+    }
+
     /// The same result with the case number set.
     pub fn with_case_number(self, case_number: Option<CaseNumber>) -> Self {
         Self { case_number, ..self }
@@ -853,10 +873,9 @@ impl ApiError {
 impl From<&WireError> for ApiError {
     fn from(err: &WireError) -> Self {
         let message = match err {
-            WireError::UnsupportedProtocol { got } => format!(
-                "protocol version {got} is not supported; supported versions: {}",
-                SUPPORTED_PROTOCOLS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-            ),
+            WireError::UnsupportedProtocol { got } => {
+                format!("protocol version {got} is not supported; supported versions: {}", supported_protocols())
+            }
             other => other.to_string(),
         };
         Self::new(err.api_error_code(), message)
@@ -1104,13 +1123,13 @@ mod tests {
 
     #[test]
     fn omitted_fields_take_their_defaults_and_are_omitted_on_output() {
-        let request: SyncRequest = decode_json(br#"{"protocol":1}"#).unwrap();
+        let request: SyncRequest = decode_json(br#"{"protocol":2}"#).unwrap();
         assert_eq!(request, SyncRequest::new(None, vec![]));
-        assert_eq!(encode_json(&request), br#"{"protocol":1}"#);
+        assert_eq!(encode_json(&request), br#"{"protocol":2}"#);
 
-        let response: SyncResponse = decode_json(br#"{"protocol":1}"#).unwrap();
+        let response: SyncResponse = decode_json(br#"{"protocol":2}"#).unwrap();
         assert_eq!(response, SyncResponse::new());
-        assert_eq!(encode_json(&response), br#"{"protocol":1}"#);
+        assert_eq!(encode_json(&response), br#"{"protocol":2}"#);
 
         let id = case(1);
         let result: DocumentResult =
@@ -1160,7 +1179,7 @@ mod tests {
         use ciborium::Value as V;
         let body = encode_cbor(&V::Map(vec![
             (V::Text("extra".into()), V::Tag(24, Box::new(V::Bytes(vec![1, 2])))),
-            (V::Text("protocol".into()), V::Integer(1.into())),
+            (V::Text("protocol".into()), V::Integer(2.into())),
             (V::Text("more_future".into()), V::Map(vec![(V::Integer(1.into()), V::Array(vec![]))])),
         ]));
         assert_eq!(decode_cbor::<SyncResponse>(&body).unwrap(), SyncResponse::new());
@@ -1218,8 +1237,8 @@ mod tests {
 
     #[test]
     fn other_protocol_versions_are_reported_as_such() {
-        let err = SyncRequest::decode(Format::Json, br#"{"protocol":2}"#).unwrap_err();
-        assert_eq!(err, WireError::UnsupportedProtocol { got: 2 });
+        let err = SyncRequest::decode(Format::Json, br#"{"protocol":3}"#).unwrap_err();
+        assert_eq!(err, WireError::UnsupportedProtocol { got: 3 });
         assert_eq!(err.api_error_code(), ApiErrorCode::UnsupportedProtocol);
         // Even when the rest of the body has another shape.
         let err = SyncRequest::decode(Format::Json, br#"{"protocol":7,"documents":"elsewhere"}"#).unwrap_err();
@@ -1230,7 +1249,12 @@ mod tests {
         assert_eq!(err, WireError::UnsupportedProtocol { got: 0 });
         let api = ApiError::from(&err);
         assert_eq!(api.code, ApiErrorCode::UnsupportedProtocol);
-        assert!(api.message.contains("supported versions: 1"), "{}", api.message);
+        assert!(api.message.contains("supported versions: 1, 2"), "{}", api.message);
+        // Both versions decode.
+        for version in [1, 2] {
+            request.protocol = version;
+            assert_eq!(SyncRequest::decode(Format::Cbor, &encode_cbor(&request)).unwrap().protocol, version);
+        }
         // A malformed body of the right version stays malformed.
         let err = SyncRequest::decode(Format::Json, br#"{"protocol":1,"documents":"x"}"#).unwrap_err();
         assert_eq!(err.api_error_code(), ApiErrorCode::MalformedBody);
@@ -1285,7 +1309,7 @@ mod tests {
         check(DocumentStatus::ALL, DocumentStatus::as_str);
         check(DocumentErrorCode::ALL, DocumentErrorCode::as_str);
         check(PurgeReason::ALL, PurgeReason::as_str);
-        assert_eq!(DocumentStatus::ALL.len(), 4);
+        assert_eq!(DocumentStatus::ALL.len(), 5);
         assert_eq!(DocumentErrorCode::ALL.len(), 5);
         assert_eq!(PurgeReason::ALL.len(), 4);
         assert_eq!(DocumentStatus::NotFound.as_str(), "not_found");

@@ -9,8 +9,9 @@
 //! written. The documents written are stamped with one value of the commit clock, last of all,
 //! and the client's "ok" is only built after the commit. A refused upload changes nothing in
 //! its case and is kept in quarantine, in the same transaction, with its violations; one
-//! case's refusal never affects another's. A database failure fails the whole request, and
-//! nothing of it is acknowledged: the client sends it again.
+//! case's refusal never affects another's. A stored case that does not load is answered
+//! `unavailable`, having written nothing, and the others go on. A database failure fails the
+//! whole request, and nothing of it is acknowledged: the client sends it again.
 //!
 //! Visibility: a device only ever receives cases its staff member may see
 //! ([`crate::store::visibility`]); anything else is `not_found`, exactly as for a
@@ -29,7 +30,7 @@ use tsunagi_sync::ids::{CaseId, CaseNumber, DeviceId, FiscalYear, MunicipalityCo
 use tsunagi_sync::validation::{self, Acting, Actor, BatchError, Violation, ViolationCode};
 use tsunagi_sync::wire::{
     encode_cbor, AssignedDocument, Bytes, DocumentError, DocumentErrorCode, DocumentResult, DocumentStatus,
-    DocumentUpload, Hash, PurgeNotice, PurgeReason, SyncRequest, SyncResponse,
+    DocumentUpload, Hash, PurgeNotice, PurgeReason, SyncRequest, SyncResponse, UNAVAILABLE_SINCE,
 };
 
 use crate::attention;
@@ -187,7 +188,12 @@ impl SyncEngine {
     /// **before** any case is handled, so the cursor it returns never claims a change committed
     /// while it was being answered (those come again next time, which is harmless: applying a
     /// change twice is a no-op).
+    ///
+    /// The response is in the request's protocol version. A version 1 client does not know
+    /// `unavailable`: a request of it that meets a case that does not load fails instead, once
+    /// the other cases are stored (none of which it heard "ok" for, so it sends them again).
     pub fn sync(&self, who: &Requester, request: SyncRequest) -> Result<SyncResponse, StoreError> {
+        let protocol = request.protocol;
         let mut uploads = Vec::with_capacity(request.documents.len());
         let mut listed = HashSet::new();
         for upload in request.documents {
@@ -209,7 +215,7 @@ impl SyncEngine {
         })?;
         // Given back before the unlisted cases take connections of their own.
         drop(conn);
-        let mut response = SyncResponse::new();
+        let mut response = SyncResponse { protocol, ..SyncResponse::new() };
         for case in handled {
             // Committed: the document as stored may serve the next write of the case.
             if let Some(stored) = case.stored {
@@ -217,6 +223,9 @@ impl SyncEngine {
             }
             response.documents.push(case.result);
             response.purge.extend(case.purge);
+        }
+        if protocol < UNAVAILABLE_SINCE && response.documents.iter().any(|d| d.status == DocumentStatus::Unavailable) {
+            return Err(StoreError::Corrupt("a case the request lists does not load".into()));
         }
         self.send_unlisted(who, &listed, cursor, number, &mut response)?;
         response.cursor = Some(Cursor { response: number, clock }.encode(&who.device));
@@ -332,21 +341,34 @@ impl SyncEngine {
             stored: None,
             carried_into: None,
         };
-        let (doc, view) = match &row {
-            Some(row) => match self.cache.take(&case, &row.heads) {
-                Some(cached) => (Some(cached.doc), Some(cached.view)),
-                None => (Some(documents::load(conn, row)?), None),
-            },
-            None => (None, None),
-        };
         let visible = row.is_some() && visible;
-        match (&doc, visible || held) {
+        match (&row, visible || held) {
             // Neither visible nor ever held: it may as well not exist.
             (Some(_), false) => return Ok(handled),
             // Unknown to the server and nothing to create it with.
             (None, _) if upload.changes.is_empty() && upload.sync_message.is_none() => return Ok(handled),
             _ => {}
         }
+        let (doc, view) = match &row {
+            Some(row) => match self.cache.take(&case, &row.heads) {
+                Some(cached) => (Some(cached.doc), Some(cached.view)),
+                None => match documents::load(conn, row) {
+                    Ok(doc) => (Some(doc), None),
+                    // Only this case is answered `unavailable`; it wrote nothing yet, and the
+                    // request's other cases go on. The device keeps its changes for later.
+                    Err(StoreError::Corrupt(reason)) => {
+                        tracing::error!(%case, %reason, "a stored case does not load: answered unavailable");
+                        handled.result = DocumentResult::unavailable(case);
+                        if visible {
+                            handled.listing = Listing::Held;
+                        }
+                        return Ok(handled);
+                    }
+                    Err(e) => return Err(e),
+                },
+            },
+            None => (None, None),
+        };
         let mut tx = CaseTx {
             engine: self,
             conn,
@@ -552,7 +574,15 @@ impl SyncEngine {
                 if !visibility::may_see(conn, who.viewer(), &case)? {
                     return Ok(None);
                 }
-                let doc = documents::load(conn, &row)?;
+                let doc = match documents::load(conn, &row) {
+                    Ok(doc) => doc,
+                    // Not sent, and so not recorded as sent: it comes when it loads again.
+                    Err(StoreError::Corrupt(reason)) => {
+                        tracing::error!(%case, %reason, "a stored case does not load: not sent whole");
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                };
                 device_cases::sent_whole(conn, &who.device, &case, Synced { response: number, clock: row.clock })?;
                 audit::record(
                     conn,

@@ -173,6 +173,7 @@ on_both_backends!(
     two_requests_listing_the_same_cases_in_opposite_orders_are_both_answered,
     a_request_that_fails_in_the_database_stores_nothing_and_its_retry_stores_everything_once,
     a_late_visit_on_a_merged_case_reaches_its_survivor_listed_in_the_same_request,
+    a_stored_case_that_does_not_load_is_answered_unavailable_and_the_others_go_on,
 );
 
 fn two_phones_offline_on_one_case_converge_with_nothing_lost(backend: Backend) {
@@ -704,4 +705,80 @@ fn a_late_visit_on_a_merged_case_reaches_its_survivor_listed_in_the_same_request
     // Nothing new: the next sync of the survivor sends nothing.
     let again = survivor.sync(&world);
     assert!(again.documents[0].changes.is_empty());
+}
+
+/// The snapshot stored for `case`.
+fn stored_snapshot(world: &World, case: &CaseId) -> Vec<u8> {
+    let mut conn = world.database.conn().unwrap();
+    schema::documents::table.find(case.to_string()).select(schema::documents::snapshot).first(&mut conn).unwrap()
+}
+
+fn set_snapshot(world: &World, case: &CaseId, snapshot: &[u8]) {
+    let mut conn = world.database.conn().unwrap();
+    diesel::update(schema::documents::table.find(case.to_string()))
+        .set(schema::documents::snapshot.eq(snapshot))
+        .execute(&mut conn)
+        .unwrap();
+}
+
+/// One stored case is damaged so that it no longer loads. A request listing it and another
+/// case is answered: the damaged case `unavailable`, with nothing of its upload stored, and
+/// the other `ok`; a colleague newly assigned both receives the other whole. Once the case
+/// is repaired, the same phone's next request stores the visit it kept.
+fn a_stored_case_that_does_not_load_is_answered_unavailable_and_the_others_go_on(backend: Backend) {
+    let world = world(backend);
+    // No document kept loaded: every request reads the case from the database.
+    let engine = SyncEngine::new(world.database.clone()).with_document_cache(0);
+    let sato = staff(&world, Role::Counsellor);
+    let ito = staff(&world, Role::Counsellor);
+    let mut phones: Vec<Phone> = (0..2)
+        .map(|_| {
+            let mut phone = Phone { who: sato.clone(), replica: open_case(&sato), since: vec![] };
+            visit(&mut phone.replica, 8, "初回訪問");
+            phone.sync(&world);
+            phone
+        })
+        .collect();
+    let (damaged, sound) = (phones[0].replica.case_id().unwrap(), phones[1].replica.case_id().unwrap());
+    for case in [&damaged, &sound] {
+        world.engine.assign(case, &ito.staff, Assignment::Other, None).unwrap();
+    }
+    let snapshot = stored_snapshot(&world, &damaged);
+    set_snapshot(&world, &damaged, b"not an automerge document");
+    for phone in &mut phones {
+        visit(&mut phone.replica, 10, "二回目");
+    }
+
+    // A client of protocol version 1, which has no `unavailable`, is answered an error.
+    let mut version_1 = every_case(&mut phones);
+    version_1.protocol = 1;
+    assert!(matches!(engine.sync(&sato, version_1), Err(StoreError::Corrupt(_))));
+    let response = engine.sync(&sato, every_case(&mut phones)).unwrap();
+    assert_eq!(response.protocol, tsunagi_sync::wire::PROTOCOL_VERSION);
+    let status = |response: &SyncResponse, case| response.documents.iter().find(|d| d.case_id == case).unwrap().status;
+    assert_eq!(status(&response, damaged), DocumentStatus::Unavailable);
+    assert_eq!(status(&response, sound), DocumentStatus::Ok);
+    let answer = response.documents.iter().find(|d| d.case_id == damaged).unwrap();
+    assert!(answer.heads.is_empty() && answer.changes.is_empty(), "nothing of the case is sent");
+    for phone in &mut phones {
+        phone.absorb(&response);
+    }
+    assert_eq!(activity_rows(&world, &damaged), 1, "nothing of the damaged case's upload is stored");
+    assert_eq!(activity_rows(&world, &sound), 2, "the other case's visit is stored");
+    assert!(phones[0].upload().changes.len() == 1, "the phone still holds its visit to send");
+
+    // The colleague's first sync brings the case that loads, and the answer still comes.
+    let first = engine.sync(&ito, SyncRequest::new(None, vec![])).unwrap();
+    let assigned: Vec<CaseId> = first.assigned.iter().map(|a| a.case_id).collect();
+    assert_eq!(assigned, vec![sound]);
+
+    // Repaired, the case takes the visit the phone kept, once.
+    set_snapshot(&world, &damaged, &snapshot);
+    let response = engine.sync(&sato, every_case(&mut phones)).unwrap();
+    assert!(response.documents.iter().all(|d| d.status == DocumentStatus::Ok));
+    phones[0].absorb(&response);
+    assert_eq!(activity_rows(&world, &damaged), 2, "the kept visit is stored");
+    assert_eq!(sorted_heads(&stored_document(&world, &damaged)), sorted_heads(phones[0].replica.doc_mut().document()));
+    let again = engine.sync(&ito, SyncRequest::new(None, vec![])).unwrap();
+    assert!(again.assigned.iter().any(|a| a.case_id == damaged), "and reaches the colleague whole");
 }

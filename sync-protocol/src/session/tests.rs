@@ -558,6 +558,48 @@ fn purge_removes_a_case_but_keeps_one_with_unacknowledged_changes_until_they_are
 }
 
 #[test]
+fn unavailable_keeps_the_changes_and_lists_the_case_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = open(tmp.path());
+    let mut session = SyncSession::new();
+    let mut server = Server::new();
+    let (kept, _) = new_case(&mut store);
+    let (other, _) = new_case(&mut store);
+    let (request, sent) = session.build_request(&store).unwrap();
+    session.apply_response(&mut store, &sent, server.answer(&request), now()).unwrap();
+    assert!(store.cursor().is_some());
+    let since = store.entry(&kept).unwrap().since.clone();
+
+    // Both cases change; the server takes one and cannot handle the other.
+    for case in [&kept, &other] {
+        let mut doc = store.load_doc(case).unwrap().unwrap();
+        doc.put(ROOT, "area", "east").unwrap();
+        doc.commit();
+        store.save_doc(case, &mut doc).unwrap();
+    }
+    store.update_entry(&kept, |e| e.purge_pending = Some("unassigned".into())).unwrap();
+    let (request, sent) = session.build_request(&store).unwrap();
+    let mut response = server.answer(&request);
+    let at = response.documents.iter().position(|d| d.case_id == kept).unwrap();
+    response.documents[at] = DocumentResult::unavailable(kept);
+    let report = session.apply_response(&mut store, &sent, response, now()).unwrap();
+    assert_eq!(report.events_of(&kept).collect::<Vec<_>>(), vec![&CaseEvent::Unavailable { uploaded: 1 }]);
+    assert!(matches!(report.events_of(&other).next(), Some(CaseEvent::Synced { uploaded: 1, .. })));
+    assert!(report.cursor_dropped && store.cursor().is_none(), "no cursor claims the case");
+    assert!(!report.sync_again(), "not retried at once");
+    assert!(store.contains(&kept), "a pending purge waits for an answer to the upload");
+    assert_eq!(store.entry(&kept).unwrap().since, since);
+    assert_eq!(value(&store, &kept, "area").as_deref(), Some("east"));
+
+    // The next request lists every case, the kept change with it.
+    let (request, sent) = session.build_request(&store).unwrap();
+    assert!(request.cursor.is_none());
+    assert_eq!(request.documents.len(), 2);
+    assert_eq!(sent.case(&kept).unwrap().changes.len(), 1);
+    assert!(sent.case(&other).unwrap().changes.is_empty());
+}
+
+#[test]
 fn not_found_is_recorded_and_the_replica_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let mut store = open(tmp.path());
