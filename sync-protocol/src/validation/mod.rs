@@ -25,6 +25,8 @@
 mod permissions;
 mod violation;
 
+use std::collections::HashSet;
+
 use automerge::{Automerge, Change, ChangeHash, ReadDoc};
 
 pub use permissions::{validate_update, validate_update_from, validate_update_touched, Touched};
@@ -124,14 +126,20 @@ pub fn apply_and_validate_from(
         }
     }
     let before = doc.get_heads();
+    // What the batch adds: a change the document already holds (sent again after a lost
+    // answer) writes nothing now.
+    let mut added = HashSet::new();
+    let fresh: Vec<&Change> =
+        changes.iter().filter(|c| doc.get_change_by_hash(&c.hash()).is_none() && added.insert(c.hash())).collect();
+    let batch = untrusted(|| fresh.iter().map(|c| c.decode()).collect::<Vec<_>>())?;
     let mut after = doc.clone();
     untrusted(|| after.apply_changes(changes))?.map_err(|e| BatchError::Corrupt { index: 0, reason: e.to_string() })?;
     let missing = after.get_missing_deps(&[]);
     if !missing.is_empty() {
         return Err(BatchError::MissingDependencies(missing));
     }
-    let (view, touched) =
-        untrusted(|| validate_update_from(&after, &before, view, acting))?.map_err(BatchError::Refused)?;
+    let (view, touched) = untrusted(|| permissions::validate_batch(&after, &before, view, acting, &batch))?
+        .map_err(BatchError::Refused)?;
     Ok((after, view, touched))
 }
 

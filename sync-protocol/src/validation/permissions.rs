@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use automerge::{Automerge, ChangeHash, ObjId, PatchAction, Prop, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::legacy::{Key as LegacyKey, ObjectId as LegacyObjectId, OpType as LegacyOpType};
+use automerge::{Automerge, ChangeHash, ExpandedChange, ObjId, PatchAction, Prop, ReadDoc, ScalarValue, Value, ROOT};
 
 use super::{Acting, Actor, Violation, ViolationCode as Code};
 use crate::document::{keys as k, parse_heads, read_case, reread_activities, CaseView};
@@ -36,6 +37,21 @@ pub fn validate_update_from(
     before_view: Option<CaseView>,
     acting: &Acting,
 ) -> Result<(CaseView, Touched), Vec<Violation>> {
+    let batch: Vec<ExpandedChange> =
+        if before.is_empty() { Vec::new() } else { doc.get_changes(before).iter().map(|c| c.decode()).collect() };
+    validate_batch(doc, before, before_view, acting, &batch)
+}
+
+/// [`validate_update_from`], given the changes that were applied after `before` (decoded;
+/// none of them already part of the document at `before`), so that they need not be
+/// collected from the document again.
+pub(super) fn validate_batch(
+    doc: &Automerge,
+    before: &[ChangeHash],
+    before_view: Option<CaseView>,
+    acting: &Acting,
+    batch: &[ExpandedChange],
+) -> Result<(CaseView, Touched), Vec<Violation>> {
     let mut touched = Touched { other: before.is_empty(), ..Touched::default() };
     let mut violations = Vec::new();
     if let Some(missing) = before.iter().find(|h| doc.get_change_by_hash(h).is_none()) {
@@ -56,12 +72,24 @@ pub fn validate_update_from(
         recorded_by: HashMap::new(),
         new_checked: HashSet::new(),
     };
-    if !patches.is_empty() {
+    // Where the batch's operations write, including those the diff does not show (below).
+    let hidden = if before.is_empty() { Vec::new() } else { op_paths(doc, batch) };
+    if !patches.is_empty() || !hidden.is_empty() {
         checker.role_may_write();
     }
+    let mut shown: HashSet<Vec<String>> = HashSet::new();
     for patch in &patches {
         let mut segs: Vec<String> = patch.path.iter().map(|(_, prop)| prop_string(prop)).collect();
         touched.note(&segs, &patch.action);
+        if let PatchAction::PutMap { key, .. }
+        | PatchAction::DeleteMap { key }
+        | PatchAction::Conflict { prop: Prop::Map(key) }
+        | PatchAction::Increment { prop: Prop::Map(key), .. } = &patch.action
+        {
+            shown.insert(segs.iter().cloned().chain([key.clone()]).collect());
+        } else {
+            shown.insert(segs.clone());
+        }
         match &patch.action {
             PatchAction::PutMap { key, value, .. } => {
                 segs.push(key.clone());
@@ -90,6 +118,20 @@ pub fn validate_update_from(
                 checker.write(&segs, false);
             }
             _ => checker.write(&segs, false),
+        }
+    }
+    // An operation the diff does not show still wrote: a value that loses to a register
+    // already in conflict (it joins the conflict's values), or an edit inside a value that
+    // lost. It is judged by where it writes, as a conflict the diff does show is, and counts
+    // for what the batch touched.
+    for (segs, delete) in hidden {
+        match segs {
+            None => touched.other = true,
+            Some(segs) if !shown.contains(&segs) => {
+                touched.note_path(&segs);
+                checker.write(&segs, delete);
+            }
+            Some(_) => {}
         }
     }
     let reading = match before_view {
@@ -128,6 +170,16 @@ pub struct Touched {
 }
 
 impl Touched {
+    /// Notes a write at `segs` (the path of the object written and, in a map, the key).
+    fn note_path(&mut self, segs: &[String]) {
+        match (segs.first().map(String::as_str), segs.get(1)) {
+            (Some(k::ACTIVITIES), Some(id)) => {
+                self.activities.insert(id.clone());
+            }
+            _ => self.other = true,
+        }
+    }
+
     fn note(&mut self, parents: &[String], action: &PatchAction) {
         let key = match action {
             PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => Some(key.as_str()),
@@ -161,6 +213,44 @@ fn prop_string(prop: &Prop) -> String {
         Prop::Map(key) => key.clone(),
         Prop::Seq(index) => index.to_string(),
     }
+}
+
+/// Where each operation of `batch` writes in `doc` (which holds it): the path of the object it
+/// writes into, named as the diff names paths (map keys, list indices), followed by the key
+/// when that object is a map; and whether it deletes a map's key. Each once, in batch order. `None` for an object `doc` cannot place
+/// (it cannot happen once the changes were applied; whoever meets it must read everything).
+/// Objects are placed once each.
+fn op_paths(doc: &Automerge, batch: &[ExpandedChange]) -> Vec<(Option<Vec<String>>, bool)> {
+    let mut objects: HashMap<String, Option<Vec<String>>> = HashMap::new();
+    let (mut paths, mut seen) = (Vec::new(), HashSet::new());
+    for change in batch {
+        for op in &change.operations {
+            let object = match &op.obj {
+                LegacyObjectId::Root => Some(Vec::new()),
+                LegacyObjectId::Id(id) => objects
+                    .entry(id.to_string())
+                    .or_insert_with_key(|id| {
+                        let (obj, _) = doc.import(id).ok()?;
+                        let parents = doc.parents(&obj).ok()?;
+                        Some(parents.path().iter().map(|(_, prop)| prop_string(prop)).collect())
+                    })
+                    .clone(),
+            };
+            let in_map = matches!(op.key, LegacyKey::Map(_));
+            let path = object.map(|mut segs| {
+                if let LegacyKey::Map(key) = &op.key {
+                    segs.push(key.to_string());
+                }
+                segs
+            });
+            // Deleting from a list or text edits it, as the diff's `DeleteSeq` says.
+            let entry = (path, in_map && matches!(op.action, LegacyOpType::Delete));
+            if seen.insert(entry.clone()) {
+                paths.push(entry);
+            }
+        }
+    }
+    paths
 }
 
 fn path_of(segs: &[String]) -> String {

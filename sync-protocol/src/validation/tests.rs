@@ -618,6 +618,44 @@ fn only_supervisors_change_the_primary_assignee() {
     assert_eq!(view.assignees.primary, Some(ito.staff));
 }
 
+/// A write the diff does not show is judged all the same: two supervisors set the primary
+/// assignee at once (a conflict), and a counsellor who saw neither sets it too, with a value
+/// that loses to both. Nothing visible changes, no patch names the field, and yet the upload
+/// writes it (a third value of the conflict, which a supervisor settling it could pick).
+#[test]
+fn a_write_hidden_by_a_conflict_is_checked_like_any_other() {
+    let mut case = Case::new();
+    let ito = case.ito;
+    let mut ito_phone = case.replica_for(ito);
+    let mut server = case.replica_for(case.chief);
+    let mut other_tablet = case.replica_for(supervisor());
+    // Each supervisor writes the area first, so that the primary assignee's value carries a
+    // later counter than Ito's and his loses to both.
+    for (tablet, staff) in [(&mut server, StaffId::new_random()), (&mut other_tablet, StaffId::new_random())] {
+        tablet.set_area("北部").unwrap();
+        tablet.set_primary_assignee(staff).unwrap();
+    }
+    let theirs = other_tablet.doc_mut().get_changes(&[]);
+    server.apply_changes(theirs).unwrap();
+    server.doc_mut().commit();
+    let before = server.doc_mut().document().clone();
+    let stored = crate::document::read_case(&before).view.unwrap();
+    let conflict = stored.conflicts.iter().find(|c| c.path == "/assignees/primary").expect("a conflict");
+    assert_eq!(conflict.values.len(), 2);
+
+    let heads = ito_phone.doc_mut().get_heads();
+    let assignees = obj(ito_phone.doc(), &["assignees"]);
+    ito_phone.doc_mut().put(&assignees, "primary", ito.staff.to_string()).unwrap();
+    ito_phone.doc_mut().commit();
+    let raw = raw_changes(ito_phone.doc_mut(), &heads);
+    let mut merged = before.clone();
+    merged.apply_changes(raw.iter().map(|r| automerge::Change::from_bytes(r.clone()).unwrap())).unwrap();
+    assert!(merged.diff(&before.get_heads(), &merged.get_heads()).is_empty(), "the write shows in no patch");
+
+    let outcome = server_side(&before, &raw, &Acting::Staff(ito));
+    assert_refused(outcome, &one(ViolationCode::SupervisorOnly, "/assignees/primary"));
+}
+
 /// The first upload of a case Sato's phone opens and, in the same batch, assigns to `primary`.
 fn first_upload_assigning(sato: Actor, primary: StaffId) -> Outcome {
     let mut phone = CaseReplica::open(new_case(), sato).unwrap();
