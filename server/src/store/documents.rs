@@ -59,7 +59,7 @@ struct NewDocument<'a> {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = changes)]
+#[diesel(table_name = changes, treat_none_as_default_value = false)]
 struct NewChange<'a> {
     case_id: &'a str,
     hash: &'a [u8],
@@ -180,6 +180,9 @@ pub fn insert(
     Ok(())
 }
 
+/// Changes per multi-row insert (7 bound values each, far below either backend's limit).
+const CHANGES_PER_INSERT: usize = 500;
+
 /// Appends accepted changes, in causal order, with their sender.
 pub fn append_changes(
     conn: &mut DbConnection,
@@ -189,19 +192,23 @@ pub fn append_changes(
     now: NaiveDateTime,
 ) -> Result<(), StoreError> {
     let id = case.to_string();
-    for change in new_changes {
-        diesel::insert_into(changes::table)
-            .values(NewChange {
-                case_id: &id,
-                hash: &change.hash().0,
-                bytes: change.raw_bytes(),
-                actor: change.actor_id().to_bytes(),
-                staff_id: sender.staff.map(|s| s.to_string()),
-                device_id: sender.device.map(|d| d.to_string()),
-                received_at: now,
-            })
-            .execute(conn)?;
-    }
+    let (staff_id, device_id) = (sender.staff.map(|s| s.to_string()), sender.device.map(|d| d.to_string()));
+    let hashes: Vec<[u8; 32]> = new_changes.iter().map(|change| change.hash().0).collect();
+    let rows: Vec<NewChange<'_>> = new_changes
+        .iter()
+        .zip(&hashes)
+        .map(|(change, hash)| NewChange {
+            case_id: &id,
+            hash,
+            bytes: change.raw_bytes(),
+            actor: change.actor_id().to_bytes(),
+            staff_id: staff_id.clone(),
+            device_id: device_id.clone(),
+            received_at: now,
+        })
+        .collect();
+    // One statement for the batch; rows keep their order, so `seq` follows it.
+    crate::insert_rows!(conn, changes::table, rows, CHANGES_PER_INSERT);
     Ok(())
 }
 

@@ -146,20 +146,80 @@ pub fn project_touched(
     if write_case_row(conn, view, now)?.is_some() {
         return super::forms::delete_forms(conn, &view.case_id.to_string());
     }
-    let id = view.case_id.to_string();
     let ids: Vec<&String> = touched.activities.iter().collect();
-    diesel::delete(activities::table.filter(activities::case_id.eq(&id)).filter(activities::activity_id.eq_any(&ids)))
-        .execute(conn)?;
-    diesel::delete(
-        activity_topics::table
-            .filter(activity_topics::case_id.eq(&id))
-            .filter(activity_topics::activity_id.eq_any(&ids)),
-    )
-    .execute(conn)?;
     let (rows, topics) = activity_rows(view, |activity| touched.activities.contains(&activity.id.to_string()));
+    replace_activities(conn, &view.case_id.to_string(), &ids, rows, topics)
+}
+
+/// A deleted row of `activities`, as far as the monthly counts read it: id, kind, local
+/// date, municipality, outcome, letter left, voided.
+type RemovedActivity = (String, String, String, String, Option<String>, bool, bool);
+
+/// Replaces the `activities` and `activity_topics` rows of the activities `ids` of `case`
+/// with `rows` and `topics` (the rows of those of them the case still has), and moves the
+/// case's monthly counts from what the deleted rows counted to what the new ones count
+/// ([`activity_months::apply`](super::activity_months::apply)).
+pub(crate) fn replace_activities(
+    conn: &mut DbConnection,
+    case: &str,
+    ids: &[&String],
+    rows: Vec<ActivityRow>,
+    topics: Vec<TopicRow>,
+) -> Result<(), StoreError> {
+    use super::activity_months::{apply, Counted};
+    let removed: Vec<RemovedActivity> = diesel::delete(
+        activities::table.filter(activities::case_id.eq(case)).filter(activities::activity_id.eq_any(ids)),
+    )
+    .returning((
+        activities::activity_id,
+        activities::kind,
+        activities::local_date,
+        activities::municipality,
+        activities::outcome,
+        activities::letter_left,
+        activities::voided,
+    ))
+    .get_results(conn)?;
+    let removed_topics: Vec<(String, String)> = diesel::delete(
+        activity_topics::table
+            .filter(activity_topics::case_id.eq(case))
+            .filter(activity_topics::activity_id.eq_any(ids)),
+    )
+    .returning((activity_topics::activity_id, activity_topics::topic))
+    .get_results(conn)?;
+    fn topics_of<'a>(of: &[(&'a str, &'a str)], id: &str) -> Vec<&'a str> {
+        of.iter().filter(|(a, _)| *a == id).map(|(_, t)| *t).collect()
+    }
+    let before: Vec<(&str, &str)> = removed_topics.iter().map(|(a, t)| (a.as_str(), t.as_str())).collect();
+    let before: Vec<Counted<'_>> = removed
+        .iter()
+        .map(|(id, kind, local_date, municipality, outcome, letter_left, voided)| Counted {
+            local_date,
+            municipality,
+            kind,
+            outcome: outcome.as_deref(),
+            letter_left: *letter_left,
+            voided: *voided,
+            topics: topics_of(&before, id),
+        })
+        .collect();
+    let after: Vec<(&str, &str)> = topics.iter().map(|t| (t.activity_id.as_str(), t.topic.as_str())).collect();
+    let after: Vec<Counted<'_>> = rows
+        .iter()
+        .map(|row| Counted {
+            local_date: &row.local_date,
+            municipality: &row.municipality,
+            kind: &row.kind,
+            outcome: row.outcome.as_deref(),
+            letter_left: row.letter_left,
+            voided: row.voided,
+            topics: topics_of(&after, &row.activity_id),
+        })
+        .collect();
+    apply(conn, case, &before, &after)?;
     crate::insert_rows!(conn, activities::table, rows, ROWS_PER_INSERT);
     crate::insert_rows!(conn, activity_topics::table, topics, ROWS_PER_INSERT);
-    super::activity_months::refresh_case(conn, &id)
+    Ok(())
 }
 
 /// The `activities` and `activity_topics` rows of the activities of `view` that `wanted`

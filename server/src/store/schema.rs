@@ -170,6 +170,29 @@ diesel::table! {
 }
 
 diesel::table! {
+    activity_months (case_id, month, municipality) {
+        case_id -> Text,
+        month -> Text,
+        municipality -> Text,
+        consultations -> BigInt,
+        visits -> BigInt,
+        letters -> BigInt,
+        contacts -> BigInt,
+        met -> BigInt,
+    }
+}
+
+diesel::table! {
+    activity_month_topics (case_id, month, municipality, topic) {
+        case_id -> Text,
+        month -> Text,
+        municipality -> Text,
+        topic -> Text,
+        n -> BigInt,
+    }
+}
+
+diesel::table! {
     case_concerns (case_id, tag) {
         case_id -> Text,
         tag -> Text,
@@ -361,6 +384,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     quarantine,
     login_attempts,
     activity_topics,
+    activity_months,
+    activity_month_topics,
     case_concerns,
     reviews,
     plans,
