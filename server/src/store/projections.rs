@@ -14,8 +14,8 @@ use super::{DbConnection, StoreError};
 use tsunagi_sync::document::{ActivityDetails, CaseView};
 use tsunagi_sync::ids::{CaseId, CaseNumber, FiscalYear, MunicipalityCode, JAPAN};
 
-#[derive(Insertable)]
-#[diesel(table_name = cases)]
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = cases, treat_none_as_null = true)]
 struct CaseRow {
     case_id: String,
     municipality: String,
@@ -100,32 +100,35 @@ struct AssignmentRow {
     is_primary: bool,
 }
 
-/// Rewrites the `cases` row of one case from its view; returns the case it was merged into,
-/// if any (a merged case keeps only this row).
+/// Writes the `cases` row of one case from its view, inserting it or replacing every column;
+/// returns the case it was merged into, if any (a merged case keeps only this row).
 fn write_case_row(conn: &mut DbConnection, view: &CaseView, now: NaiveDateTime) -> Result<Option<String>, StoreError> {
     let id = view.case_id.to_string();
-    diesel::delete(cases::table.find(&id)).execute(conn)?;
     let merged_into: Option<String> =
         case_redirects::table.find(&id).select(case_redirects::merged_into).first::<String>(conn).optional()?;
     let last_activity_at =
         view.activities.values().filter(|a| a.voided.is_none()).map(|a| a.started_at.naive_utc()).max();
     let municipality = view.municipality.map(|m| m.to_string()).unwrap_or_default();
-    diesel::insert_into(cases::table)
-        .values(CaseRow {
-            case_id: id.clone(),
-            municipality,
-            case_number: view.case_number.map(|n| n.to_string()),
-            status: view.status.as_key().into(),
-            consent: view.consent.state.as_key().into(),
-            area: view.area.clone(),
-            primary_assignee: view.assignees.primary.map(|s| s.to_string()),
-            opened_on: view.opened_on.map(tsunagi_sync::document::format_date),
-            conflicts: i32::try_from(view.conflicts.len()).unwrap_or(i32::MAX),
-            updated_at: now,
-            last_activity_at,
-            merged_into: merged_into.clone(),
-        })
-        .execute(conn)?;
+    let row = CaseRow {
+        case_id: id.clone(),
+        municipality,
+        case_number: view.case_number.map(|n| n.to_string()),
+        status: view.status.as_key().into(),
+        consent: view.consent.state.as_key().into(),
+        area: view.area.clone(),
+        primary_assignee: view.assignees.primary.map(|s| s.to_string()),
+        opened_on: view.opened_on.map(tsunagi_sync::document::format_date),
+        conflicts: i32::try_from(view.conflicts.len()).unwrap_or(i32::MAX),
+        updated_at: now,
+        last_activity_at,
+        merged_into: merged_into.clone(),
+    };
+    let upsert = diesel::insert_into(cases::table).values(&row).on_conflict(cases::case_id).do_update().set(&row);
+    // diesel's multi-backend connection takes no ON CONFLICT clause; both backends do.
+    match conn {
+        DbConnection::Pg(c) => upsert.execute(c)?,
+        DbConnection::Sqlite(c) => upsert.execute(c)?,
+    };
     Ok(merged_into)
 }
 
