@@ -584,9 +584,10 @@ mod tests {
     use tsunagi_sync::domain::catalogue::Catalogue;
 
     use super::*;
-    use crate::store::schema::{activities, activity_topics, documents, municipalities, referrals};
+    use crate::store::schema::{activities, activity_topics, municipalities, referrals};
     use crate::store::{activity_months, Database};
     use crate::testing::{Backend, TestDatabase};
+    use tsunagi_sync::ids::CaseId;
 
     const NAGAREYAMA: &str = "122203";
     const KASHIWA: &str = "122173";
@@ -635,20 +636,10 @@ mod tests {
 
     impl Rows<'_> {
         fn case(&mut self, municipality: &str) -> String {
-            let id = uuid::Uuid::new_v4().to_string();
-            diesel::insert_into(documents::table)
-                .values((
-                    documents::case_id.eq(&id),
-                    documents::municipality.eq(municipality),
-                    documents::heads.eq(Vec::<u8>::new()),
-                    documents::snapshot.eq(Vec::<u8>::new()),
-                    documents::snapshot_seq.eq(0i64),
-                    documents::created_at.eq(noon("2024-01-01")),
-                    documents::updated_at.eq(noon("2024-01-01")),
-                ))
-                .execute(self.conn)
-                .unwrap();
-            id
+            let id = CaseId::new_random();
+            let municipality = MunicipalityCode::parse(municipality).unwrap();
+            crate::store::documents::insert(self.conn, &id, &municipality, noon("2024-01-01")).unwrap();
+            id.to_string()
         }
 
         fn activity(&mut self, case: &str, municipality: &str, kind: &str, date: &str, extra: Extra<'_>) {

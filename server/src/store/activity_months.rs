@@ -236,10 +236,11 @@ mod tests {
     use chrono::NaiveDate;
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
+    use tsunagi_sync::ids::{CaseId, MunicipalityCode};
 
     use super::*;
     use crate::store::projections::{replace_activities, ActivityRow, TopicRow};
-    use crate::store::schema::{documents, municipalities};
+    use crate::store::schema::municipalities;
     use crate::store::Database;
     use crate::testing::{Backend, TestDatabase};
 
@@ -348,19 +349,10 @@ mod tests {
             .run(&proptest::collection::vec(step(), 1..6), |steps| {
                 let mut conn = conn.borrow_mut();
                 let conn = &mut **conn;
-                let case = uuid::Uuid::new_v4().to_string();
-                diesel::insert_into(documents::table)
-                    .values((
-                        documents::case_id.eq(&case),
-                        documents::municipality.eq("122203"),
-                        documents::heads.eq(Vec::<u8>::new()),
-                        documents::snapshot.eq(Vec::<u8>::new()),
-                        documents::snapshot_seq.eq(0i64),
-                        documents::created_at.eq(noon),
-                        documents::updated_at.eq(noon),
-                    ))
-                    .execute(conn)
-                    .unwrap();
+                let id = CaseId::new_random();
+                let municipality = MunicipalityCode::parse("122203").unwrap();
+                crate::store::documents::insert(conn, &id, &municipality, noon).unwrap();
+                let case = id.to_string();
                 for (written, removed) in steps {
                     let mut last = std::collections::BTreeMap::new();
                     for activity in written {
