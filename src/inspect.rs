@@ -8,9 +8,8 @@ use anyhow::Context;
 /// Prints a saved case document's typed view; exit 2 if it is not a clean case document.
 pub fn inspect(file: &Path) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let doc = tsunagi_sync::validation::untrusted(|| automerge::Automerge::load(&bytes))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?
-        .with_context(|| format!("{} is not an Automerge document", file.display()))?;
+    let doc = tsunagi_sync::document::load_saved(&bytes)
+        .with_context(|| format!("{} is not a saved Automerge document", file.display()))?;
     let reading = tsunagi_sync::document::read_case(&doc);
     match &reading.view {
         Some(view) => println!("{}", serde_json::to_string_pretty(view)?),

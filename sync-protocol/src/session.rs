@@ -903,9 +903,7 @@ impl SyncSession {
         round: &mut Round,
     ) -> Result<CaseEvent, SessionError> {
         let case = assigned.case_id;
-        let loaded = crate::validation::untrusted(|| AutoCommit::load(assigned.document.as_slice()))
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let loaded = crate::document::load_saved(assigned.document.as_slice()).map_err(|e| e.to_string());
         let mut remote = match loaded {
             Ok(doc) => doc,
             // Without the case, a cursor would tell the server we have it: drop the cursor

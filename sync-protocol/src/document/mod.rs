@@ -47,15 +47,21 @@
 //! schema issue it met. Phones show the view and ignore fields from a newer schema; the
 //! server's [`crate::validation`] refuses a change whose result has issues.
 //!
+//! Saved bytes that come from outside the process (a replica file, an assigned document)
+//! are loaded with [`load_saved`], which refuses damaged bytes and chunk types tsunagi never
+//! writes before Automerge parses them.
+//!
 //! A review records the document `heads` its author saw (see [`format_heads`]);
 //! [`changed_since`] and [`since_last_review`] tell which activities were added or amended
 //! after them.
 
 mod read;
+mod saved;
 mod since;
 mod view;
 
 pub use read::{read_case, reread_activities, CaseReading};
+pub use saved::{check_chunks, load_saved, SavedError};
 pub use since::{changed_since, since_last_review, ChangedSince, SinceReview, UnknownHeads};
 pub use view::*;
 

@@ -665,9 +665,10 @@ impl CaseReplica {
 
     /// Loads a saved case document to edit as `actor`, with a fresh actor id for this replica.
     pub fn load(bytes: &[u8], actor: Actor) -> Result<Self, OpError> {
-        let doc = crate::validation::untrusted(|| AutoCommit::load(bytes))
-            .map_err(|_| OpError::NotACase("the bytes are not a loadable Automerge document".into()))?
-            .map_err(|e| OpError::Load(Box::new(e)))?;
+        let doc = crate::document::load_saved(bytes).map_err(|e| match e {
+            crate::document::SavedError::Automerge(e) => OpError::Load(e),
+            other => OpError::NotACase(other.to_string()),
+        })?;
         Ok(Self::from_doc(doc, actor))
     }
 

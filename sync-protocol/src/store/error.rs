@@ -103,14 +103,11 @@ pub enum CaseFileError {
     /// The file is empty (the store never writes an empty case file).
     #[error("the file is empty")]
     Empty,
-    /// Automerge refused the bytes (truncated, bad checksum, not Automerge at all, ...).
-    /// Boxed: Automerge's error is large, and this one travels in every store `Result`.
+    /// The bytes are not a loadable case document: damaged (a checksum that does not match,
+    /// truncated), not Automerge at all, a chunk type the store never writes, or refused by
+    /// Automerge (see [`crate::document::load_saved`]).
     #[error(transparent)]
-    Automerge(Box<automerge::AutomergeError>),
-    /// Automerge failed on the bytes in a way it does not report (it panicked: crafted or
-    /// damaged bytes, see `validation::untrusted`).
-    #[error("the file is not a loadable Automerge document")]
-    Unloadable,
+    Saved(crate::document::SavedError),
 }
 
 /// Builds a [`StoreError::Io`].

@@ -133,6 +133,7 @@ pub use index::{CaseEntry, Refusal, INDEX_FORMAT};
 use error::io_error;
 use index::Index;
 
+use crate::document::SavedError;
 use crate::ids::CaseId;
 
 /// The name of the index file in the store directory.
@@ -281,17 +282,15 @@ impl ReplicaStore {
             return Ok(None);
         };
         let corrupt = |source| StoreError::CorruptCase { case: *case, path: self.case_path(case), source };
-        if bytes.is_empty() {
-            // Automerge loads no bytes as an empty document; we never write an empty file.
-            return Err(corrupt(CaseFileError::Empty));
-        }
-        match crate::validation::untrusted(|| AutoCommit::load(&bytes)) {
-            Ok(Ok(doc)) => {
+        // Automerge would load no bytes as an empty document; the store never writes an
+        // empty file, nor anything but document and change chunks.
+        match crate::document::load_saved(&bytes) {
+            Ok(doc) => {
                 self.loaded.put(*case, &doc, bytes.len());
                 Ok(Some(doc))
             }
-            Ok(Err(e)) => Err(corrupt(CaseFileError::Automerge(Box::new(e)))),
-            Err(_) => Err(corrupt(CaseFileError::Unloadable)),
+            Err(SavedError::Empty) => Err(corrupt(CaseFileError::Empty)),
+            Err(e) => Err(corrupt(CaseFileError::Saved(e))),
         }
     }
 
