@@ -24,7 +24,7 @@ use tsunagi_sync::ids::{ActivityId, CaseId, CaseNumber, MunicipalityCode};
 
 use common::phone::Phone;
 use common::process::Server;
-use common::{Backend, Person, MUNICIPALITY};
+use common::{server_heads, Backend, Person, MUNICIPALITY};
 
 /// How many phones sync at once.
 const PHONES: usize = 4;
@@ -335,16 +335,6 @@ async fn work_on_two_instances(
         turn += 1;
     }
     (phone, other, turns)
-}
-
-/// The heads the server stored for `case`, sorted.
-fn server_heads(db: &Database, case: &CaseId) -> Vec<automerge::ChangeHash> {
-    let bytes: Vec<u8> = db
-        .read(|c| -> Result<_, StoreError> {
-            Ok(schema::documents::table.find(case.to_string()).select(schema::documents::heads).first(c)?)
-        })
-        .unwrap();
-    common::phone::sorted(tsunagi_server::store::documents::decode_heads(&bytes).unwrap())
 }
 
 /// A `cases` row: id, number, status, primary assignee, conflicts.

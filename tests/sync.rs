@@ -19,7 +19,6 @@ use chrono::{NaiveDate, Utc};
 use diesel::prelude::*;
 use serde_json::{json, Value};
 use tsunagi_server::admin;
-use tsunagi_server::store::documents::decode_heads;
 use tsunagi_server::store::{schema, StoreError};
 use tsunagi_server::sync::Assignment;
 use tsunagi_sync::actor::random_device_actor;
@@ -33,7 +32,7 @@ use tsunagi_sync::wire::{
 };
 
 use common::phone::{municipality, sorted, Phone};
-use common::{spawn_app, spawn_app_with, Backend, Seed, TestApp, MUNICIPALITY};
+use common::{server_heads, spawn_app, spawn_app_with, Backend, Seed, TestApp, MUNICIPALITY};
 
 on_both_backends!(
     projections_written_batch_by_batch_equal_a_full_rebuild,
@@ -76,21 +75,6 @@ fn synced(report: &SyncReport, case: &CaseId, uploaded: usize, received: usize) 
 // ---------------------------------------------------------------------------------------------
 // What the server holds
 // ---------------------------------------------------------------------------------------------
-
-/// The server's heads of `case`, sorted (empty if it does not hold the case).
-fn server_heads(app: &TestApp, case: &CaseId) -> Vec<ChangeHash> {
-    let bytes: Option<Vec<u8>> = app
-        .db
-        .read(|c| -> Result<_, StoreError> {
-            Ok(schema::documents::table
-                .find(case.to_string())
-                .select(schema::documents::heads)
-                .first::<Vec<u8>>(c)
-                .optional()?)
-        })
-        .unwrap();
-    bytes.map(|b| sorted(decode_heads(&b).unwrap())).unwrap_or_default()
-}
 
 /// The hashes of the changes the server stored for `case`, in the order stored.
 fn stored_changes(app: &TestApp, case: &CaseId) -> Vec<Vec<u8>> {
@@ -167,7 +151,7 @@ struct Record {
 
 fn record(app: &TestApp, case: &CaseId) -> Record {
     Record {
-        heads: server_heads(app, case),
+        heads: server_heads(&app.db, case),
         changes: stored_changes(app, case),
         case: case_row(app, case),
         activities: activity_rows(app, case),
@@ -255,8 +239,8 @@ async fn a_case_opened_offline_gets_its_number_on_first_sync(backend: Backend) {
     assert_eq!(phone.view(&case).case_number, Some(number));
     assert_eq!(phone.store.entry(&case).unwrap().case_number, Some(number.to_string()));
     // Phone and server hold the same case.
-    assert_eq!(phone.heads(&case), server_heads(&app, &case));
-    assert_eq!(phone.since(&case), server_heads(&app, &case));
+    assert_eq!(phone.heads(&case), server_heads(&app.db, &case));
+    assert_eq!(phone.since(&case), server_heads(&app.db, &case));
     let (case_number, status, primary) = case_row(&app, &case).expect("the case is projected");
     assert_eq!((case_number, status.as_str()), (Some(number.to_string()), "intake"));
     assert_eq!(primary, Some(people.counsellor.staff.to_string()));
@@ -336,7 +320,7 @@ async fn two_devices_amend_one_narrative_while_a_colleague_logs_a_visit(backend:
     }
 
     // Everyone holds exactly what the server holds.
-    let heads = server_heads(&app, &case);
+    let heads = server_heads(&app.db, &case);
     for (device, _) in devices.iter() {
         assert_eq!(device.heads(&case), heads, "{}", device.who.login);
         assert_eq!(device.since(&case), heads, "{}", device.who.login);
@@ -445,8 +429,8 @@ async fn a_phone_killed_before_reading_the_answer_resumes_without_loss_or_duplic
     expected.sort();
     assert_eq!(ids, expected);
     assert_eq!(last_serial(&app), Some(1));
-    assert_eq!(phone.heads(&case), server_heads(&app, &case));
-    assert_eq!(phone.since(&case), server_heads(&app, &case));
+    assert_eq!(phone.heads(&case), server_heads(&app.db, &case));
+    assert_eq!(phone.since(&case), server_heads(&app.db, &case));
     assert!(phone.next_request().documents.iter().all(|d| d.changes.is_empty()), "nothing is left to send");
 }
 
@@ -522,8 +506,8 @@ async fn with_its_cursor_a_device_lists_nothing_and_gets_only_what_others_record
         [CaseEvent::Synced { uploaded: 0, received: 1, case_number: phone.view(&case).case_number }]
     );
     assert!(phone.view(&case).activities.contains_key(&visit));
-    assert_eq!(phone.heads(&case), server_heads(&app, &case));
-    assert_eq!(phone.since(&case), server_heads(&app, &case));
+    assert_eq!(phone.heads(&case), server_heads(&app.db, &case));
+    assert_eq!(phone.since(&case), server_heads(&app.db, &case));
     // And then nothing more.
     let report = phone.sync().await;
     assert_eq!((report.uploaded(), report.received()), (0, 0));
@@ -697,8 +681,8 @@ async fn a_body_over_the_limit_is_refused_and_the_phone_sends_it_in_portions(bac
     assert!(report.rounds > 1, "in more than one request: {report:?}");
     assert!(!report.sync_again());
     assert_eq!(report.refusals().count(), 0);
-    assert_eq!(phone.heads(&case), server_heads(&app, &case));
-    assert_eq!(phone.since(&case), server_heads(&app, &case));
+    assert_eq!(phone.heads(&case), server_heads(&app.db, &case));
+    assert_eq!(phone.since(&case), server_heads(&app.db, &case));
     assert_eq!(activity_rows(&app, &case).len(), 4);
     assert_eq!(stored_changes(&app, &case).len(), 6, "five from the phone, the case number from the server");
     assert_eq!(phone.view(&case).case_number.map(|n| n.serial()), Some(1));
@@ -790,7 +774,7 @@ async fn a_corrupt_change_refuses_its_case_while_another_case_goes_through(backe
     assert_eq!(synced(&report, &fine, 2, 1).serial(), 2);
     assert_eq!(activity_rows(&app, &broken).len(), 2);
     for case in [broken, fine] {
-        assert_eq!(phone.heads(&case), server_heads(&app, &case));
+        assert_eq!(phone.heads(&case), server_heads(&app.db, &case));
     }
 }
 
@@ -821,7 +805,7 @@ async fn changes_with_missing_dependencies_are_answered_with_a_resync(backend: B
     let report = phone.sync().await;
     assert_eq!(report.uploaded(), 2);
     assert_eq!(activity_rows(&app, &case).len(), 3);
-    assert_eq!(phone.heads(&case), server_heads(&app, &case));
+    assert_eq!(phone.heads(&case), server_heads(&app.db, &case));
 }
 
 /// The map `key` at the root of `doc`.
@@ -1019,7 +1003,7 @@ async fn an_ended_assignment_purges_the_case_from_the_phone(backend: Backend) {
     // The case itself is untouched, and 佐藤 still has it.
     assert_eq!(activity_rows(&app, &case).len(), 1);
     phone.sync().await;
-    assert_eq!(phone.heads(&case), server_heads(&app, &case));
+    assert_eq!(phone.heads(&case), server_heads(&app.db, &case));
 }
 
 /// What a device taken off a case may still do (upload what it made) and must never get

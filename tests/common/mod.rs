@@ -252,6 +252,22 @@ impl TestApp {
     }
 }
 
+/// The heads the server stored for `case`, sorted (empty if it does not hold the case).
+pub fn server_heads(db: &Database, case: &CaseId) -> Vec<automerge::ChangeHash> {
+    use diesel::prelude::*;
+    use tsunagi_server::store::{documents::decode_heads, schema, StoreError};
+    let bytes: Option<Vec<u8>> = db
+        .read(|c| -> Result<_, StoreError> {
+            Ok(schema::documents::table
+                .find(case.to_string())
+                .select(schema::documents::heads)
+                .first::<Vec<u8>>(c)
+                .optional()?)
+        })
+        .unwrap();
+    bytes.map(|b| phone::sorted(decode_heads(&b).unwrap())).unwrap_or_default()
+}
+
 /// The status and the `code` of an error answer.
 pub async fn error_of(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();

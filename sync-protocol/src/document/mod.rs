@@ -61,7 +61,7 @@ mod since;
 mod view;
 
 pub use read::{read_case, reread_activities, CaseReading};
-pub use saved::{check_chunks, load_saved, SavedError};
+pub use saved::{load_saved, SavedError};
 pub use since::{changed_since, since_last_review, ChangedSince, SinceReview, UnknownHeads};
 pub use view::*;
 

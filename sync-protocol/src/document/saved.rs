@@ -82,17 +82,16 @@ pub fn load_saved(bytes: &[u8]) -> Result<AutoCommit, SavedError> {
 }
 
 /// Walks the chunk headers of `bytes`: magic, checksum, type, LEB128 length, data.
-pub fn check_chunks(bytes: &[u8]) -> Result<(), SavedError> {
+fn check_chunks(bytes: &[u8]) -> Result<(), SavedError> {
     if bytes.is_empty() {
         return Err(SavedError::Empty);
     }
     let mut offset = 0;
     while offset < bytes.len() {
         let chunk = &bytes[offset..];
-        let truncated = SavedError::Truncated { offset };
         if chunk.len() < 9 {
             return Err(if chunk.starts_with(&MAGIC) || MAGIC.starts_with(chunk) {
-                truncated
+                SavedError::Truncated { offset }
             } else {
                 SavedError::NotAChunk { offset }
             });
@@ -102,7 +101,7 @@ pub fn check_chunks(bytes: &[u8]) -> Result<(), SavedError> {
         }
         let checksum = &chunk[4..8];
         let kind = chunk[8];
-        let (length, length_bytes) = leb128_u64(&chunk[9..]).ok_or(truncated)?;
+        let (length, length_bytes) = leb128_u64(&chunk[9..]).ok_or(SavedError::Truncated { offset })?;
         let header = 9 + length_bytes;
         let data_end = usize::try_from(length)
             .ok()
