@@ -974,7 +974,7 @@ fn check_nothing_lost(r: &mut CaseReplica, view: &CaseView, ledger: &Ledger) {
         view.status
     );
 
-    // A save and a fresh load read the same.
+    // A save and a fresh load (through `load_saved`: checksums and column bounds) read the same.
     let mut reloaded = CaseReplica::load(&r.save(), *r.actor()).unwrap();
     assert_eq!(sorted(reloaded.heads()), sorted(r.heads()));
     assert_eq!(&reloaded.view().unwrap(), view, "the saved document reads differently");

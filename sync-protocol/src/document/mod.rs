@@ -48,8 +48,9 @@
 //! server's [`crate::validation`] refuses a change whose result has issues.
 //!
 //! Saved bytes that come from outside the process (a replica file, an assigned document)
-//! are loaded with [`load_saved`], which refuses damaged bytes and chunk types tsunagi never
-//! writes before Automerge parses them.
+//! are loaded with [`load_saved`], which refuses damaged bytes, chunk types tsunagi never
+//! writes and documents whose columns claim more than a case can hold, before Automerge
+//! parses them.
 //!
 //! A review records the document `heads` its author saw (see [`format_heads`]);
 //! [`changed_since`] and [`since_last_review`] tell which activities were added or amended
@@ -61,7 +62,7 @@ mod since;
 mod view;
 
 pub use read::{read_case, reread_activities, CaseReading};
-pub use saved::{load_saved, SavedError};
+pub use saved::{load_saved, Claim, SavedError};
 pub use since::{changed_since, since_last_review, ChangedSince, SinceReview, UnknownHeads};
 pub use view::*;
 

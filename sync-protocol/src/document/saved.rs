@@ -13,13 +13,21 @@
 //! - a document or change chunk whose checksum (the first 4 bytes of the SHA-256 of its type,
 //!   length and data, as Automerge computes it) does not match: damage on disk or on the way
 //!   never reaches a parser. A compressed change chunk carries the checksum of its
-//!   uncompressed form, which Automerge checks after inflating it.
+//!   uncompressed form, which Automerge checks after inflating it;
+//! - a document chunk whose columns claim more changes, operations or inflated bytes than a
+//!   case document can hold (see [`Claim`]): behind a valid checksum, a run length in a
+//!   change column can still make Automerge allocate gigabytes.
 //!
 //! Then Automerge loads the bytes, with a panic turned into an error (see
 //! [`crate::validation::untrusted`]).
 
 use automerge::{AutoCommit, AutomergeError};
 use sha2::{Digest, Sha256};
+
+mod bounds;
+
+pub use bounds::Claim;
+use bounds::Refusal;
 
 /// The magic bytes every Automerge chunk starts with.
 const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
@@ -61,6 +69,20 @@ pub enum SavedError {
     BadChecksum {
         /// Where the chunk starts.
         offset: usize,
+    },
+    /// The column layout of the document chunk at `offset` cannot be read.
+    #[error("byte {offset}: the document's column layout is malformed")]
+    Malformed {
+        /// Where the chunk starts.
+        offset: usize,
+    },
+    /// The document chunk at `offset` claims more than a case document can hold.
+    #[error("byte {offset}: the document claims {claim}, more than a case document holds")]
+    Oversized {
+        /// Where the chunk starts.
+        offset: usize,
+        /// What it claims.
+        claim: Claim,
     },
     /// Automerge refused the bytes. Boxed: Automerge's error is large.
     #[error(transparent)]
@@ -116,6 +138,12 @@ fn check_chunks(bytes: &[u8]) -> Result<(), SavedError> {
                 hasher.update(&chunk[header..data_end]);
                 if hasher.finalize()[..4] != *checksum {
                     return Err(SavedError::BadChecksum { offset });
+                }
+                if kind == DOCUMENT {
+                    bounds::check_document(&chunk[header..data_end]).map_err(|refusal| match refusal {
+                        Refusal::Malformed => SavedError::Malformed { offset },
+                        Refusal::Claims(claim) => SavedError::Oversized { offset, claim },
+                    })?;
                 }
             }
             COMPRESSED_CHANGE => {}
@@ -207,6 +235,64 @@ mod tests {
         assert!(matches!(load_saved(&crafted), Err(SavedError::UnsupportedChunk { offset: 0, kind: 3 })));
         let crafted = with_valid_checksum(crafted[..10 + 0x40].to_vec());
         assert!(matches!(load_saved(&crafted), Err(SavedError::UnsupportedChunk { offset: 0, kind: 3 })));
+    }
+
+    /// A document chunk of `data` with a valid checksum.
+    fn document_chunk(data: &[u8]) -> Vec<u8> {
+        let mut chunk = MAGIC.to_vec();
+        chunk.extend([0, 0, 0, 0, DOCUMENT]);
+        let mut length = data.len();
+        while length >= 0x80 {
+            chunk.push((length & 0x7f) as u8 | 0x80);
+            length >>= 7;
+        }
+        chunk.push(length as u8);
+        chunk.extend(data);
+        with_valid_checksum(chunk)
+    }
+
+    #[test]
+    fn a_long_edited_document_claims_what_it_holds() {
+        let mut doc = AutoCommit::new();
+        let note = doc.put_object(ROOT, "note", automerge::ObjType::Text).unwrap();
+        for round in 0..400 {
+            doc.put(ROOT, "round", round).unwrap();
+            doc.splice_text(&note, 0, 0, "訪問したが不在。手紙を置いた。").unwrap();
+            doc.commit();
+        }
+        let bytes = doc.save();
+        let stats = doc.stats();
+        let header = 9 + leb128_u64(&bytes[9..]).unwrap().1;
+        let rows = bounds::check_document(&bytes[header..]).unwrap();
+        assert_eq!((rows.changes, rows.operations), (stats.num_changes, stats.num_ops));
+        assert!(rows.inflated > 0, "the columns of a document this size are deflated");
+        assert_eq!(load_saved(&bytes).unwrap().get_heads(), doc.get_heads());
+    }
+
+    #[test]
+    fn a_document_claiming_a_trillion_changes_is_refused_before_automerge_loads_it() {
+        // One actor, no heads, one change column (the actors column, spec 1) holding `column`,
+        // no operation columns.
+        let layout = |column: &[u8]| {
+            let mut data = vec![1, 16];
+            data.extend([7; 16]);
+            data.extend([0, 1, 1, column.len() as u8, 0]);
+            data.extend(column);
+            data
+        };
+        // A single run of 2^40 rows (sleb128) of actor 0: Automerge would decode every row.
+        let trillion = layout(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x00]);
+        assert!(matches!(
+            load_saved(&document_chunk(&trillion)),
+            Err(SavedError::Oversized { offset: 0, claim: Claim::Changes })
+        ));
+        // The same layout claiming two changes passes the bounds, and Automerge refuses it
+        // for what it is: columns that do not describe changes.
+        let two = layout(&[0x02, 0x00]);
+        assert_eq!(bounds::check_document(&two).map(|rows| rows.changes), Ok(2));
+        assert!(matches!(load_saved(&document_chunk(&two)), Err(SavedError::Automerge(_) | SavedError::Unloadable)));
+        // Cut inside the column description.
+        assert!(matches!(load_saved(&document_chunk(&trillion[..20])), Err(SavedError::Malformed { offset: 0 })));
     }
 
     #[test]
