@@ -157,19 +157,9 @@ fn check_chunks(bytes: &[u8]) -> Result<(), SavedError> {
 /// An unsigned LEB128 integer at the start of `bytes`: its value and how many bytes it took;
 /// `None` if it runs past the end or past 64 bits.
 fn leb128_u64(bytes: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, byte) in bytes.iter().enumerate().take(10) {
-        let low = u64::from(byte & 0x7f);
-        let shift = 7 * i as u32;
-        if shift == 63 && low > 1 {
-            return None;
-        }
-        value |= low << shift;
-        if byte & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
+    let mut rest = bytes.iter().copied();
+    let value = bounds::uleb(&mut rest)?;
+    Some((value, bytes.len() - rest.len()))
 }
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ fn skip_value(bytes: &mut impl Iterator<Item = u8>, string: bool) -> bool {
 }
 
 /// An unsigned LEB128 integer of at most 64 bits.
-fn uleb(bytes: &mut impl Iterator<Item = u8>) -> Option<u64> {
+pub(super) fn uleb(bytes: &mut impl Iterator<Item = u8>) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = bytes.next()?;
