@@ -231,12 +231,7 @@ mod tests {
     fn document_chunk(data: &[u8]) -> Vec<u8> {
         let mut chunk = MAGIC.to_vec();
         chunk.extend([0, 0, 0, 0, DOCUMENT]);
-        let mut length = data.len();
-        while length >= 0x80 {
-            chunk.push((length & 0x7f) as u8 | 0x80);
-            length >>= 7;
-        }
-        chunk.push(length as u8);
+        chunk.extend(bounds::tests::uleb_bytes(data.len() as u64));
         chunk.extend(data);
         with_valid_checksum(chunk)
     }

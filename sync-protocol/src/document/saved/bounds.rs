@@ -270,10 +270,11 @@ impl Iterator for Inflating<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn uleb_bytes(mut value: u64) -> Vec<u8> {
+    /// `value` as unsigned LEB128 (also for the loader's tests, which write chunk lengths).
+    pub(in crate::document::saved) fn uleb_bytes(mut value: u64) -> Vec<u8> {
         let mut out = Vec::new();
         loop {
             let byte = (value & 0x7f) as u8;
